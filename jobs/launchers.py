@@ -1,0 +1,90 @@
+"""How a cell's ranks are started: one ``command()`` per launcher, returning argv tokens.
+
+Pure functions of a :class:`LaunchSpec`, so the exact commands are unit-tested without
+starting anything. No torch import here: the orchestrator builds commands on login nodes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Ports below are left to the system; the rendezvous port is taken from this window.
+PORT_BASE, PORT_SPAN = 20000, 20000
+
+
+def rendezvous_port(job_id: str) -> int:
+    """A port derived from the job id, so concurrent jobs sharing a node don't collide on 29500."""
+    key = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
+    return PORT_BASE + key % PORT_SPAN
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    python: str
+    cell_file: str
+    out_dir: str
+    nnodes: int
+    nproc_per_node: int
+    node_rank: int
+    # Host names or addresses of the job's nodes; the first one hosts the rendezvous.
+    hosts: tuple[str, ...]
+    job_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def entry(self) -> list[str]:
+        return ["-m", "jobs.entry", self.cell_file, self.out_dir]
+
+
+class Launcher(ABC):
+    name: ClassVar[str]
+    # True: the launcher is started on every node (torchrun); False: once, on the first node.
+    per_node: ClassVar[bool]
+
+    @abstractmethod
+    def command(self, spec: LaunchSpec) -> list[str]: ...
+
+
+class TorchrunLauncher(Launcher):
+    name = "torchrun"
+    per_node = True
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        # `python -m torch.distributed.run` is torchrun, pinned to the job's interpreter.
+        argv = [spec.python, "-m", "torch.distributed.run"]
+        if spec.nnodes == 1:
+            # A free port chosen by the OS: nothing to collide with on a shared node.
+            argv += ["--standalone", "--nnodes", "1"]
+        else:
+            argv += [
+                "--nnodes", str(spec.nnodes),
+                "--node_rank", str(spec.node_rank),
+                "--rdzv_backend", "c10d",
+                "--rdzv_endpoint", f"{spec.hosts[0]}:{rendezvous_port(spec.job_id)}",
+                "--rdzv_id", f"dnnbench-{spec.job_id}",
+            ]  # fmt: skip
+        argv += ["--nproc_per_node", str(spec.nproc_per_node), *spec.entry]
+        return argv
+
+
+LAUNCHERS: dict[str, Launcher] = {}
+
+
+def register(launcher: Launcher) -> Launcher:
+    LAUNCHERS[launcher.name] = launcher
+    return launcher
+
+
+register(TorchrunLauncher())
+
+
+def get_launcher(name: str) -> Launcher:
+    try:
+        return LAUNCHERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown launcher {name!r}: expected one of {', '.join(sorted(LAUNCHERS))}"
+        ) from None

@@ -1,0 +1,106 @@
+"""The one training/validation loop, the same for every framework.
+
+Protocol: ``warmup_steps`` untimed steps, a barrier, then timed steps. A step's time
+covers fetching the batch, moving it to the device and the framework's step, so a
+slow loader shows up in throughput instead of hiding outside the clock. Memory peaks
+are reset at the start of each phase. Validation excludes its first step (allocator
+and kernel warm-up) from timing but counts its predictions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from jobs.data import BatchSource
+from jobs.measure import MemoryProbe, StepClock
+from jobs.strategies.base import Strategy
+
+
+def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
+    images, labels = batch
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def _phase_record(clock: StepClock, warmup: int, samples: int, wall_s: float, probe: MemoryProbe):
+    return {
+        "timed_steps": len(clock.times_s),
+        "warmup_steps": warmup,
+        "samples": samples,
+        "seconds": wall_s,
+        "throughput_samples_per_s": samples / wall_s if wall_s > 0 else 0.0,
+        "step_times_s": clock.times_s,
+        "memory": probe.read(),
+    }
+
+
+def _timed_steps(batches: Iterator[Any], count: int | None) -> Iterator[Any]:
+    return batches if count is None else itertools.islice(batches, count)
+
+
+def train_phase(
+    strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryProbe
+) -> dict[str, Any]:
+    device = strategy.device
+    if cfg.epochs is not None:
+        batches: Iterator[Any] = itertools.chain.from_iterable(
+            source.train_epoch(e) for e in range(cfg.epochs)
+        )
+        timed = max(cfg.epochs * source.steps_per_epoch - cfg.warmup_steps, 0)
+    else:
+        batches, timed = source.train_forever(), cfg.steps
+    if timed <= 0:
+        raise ValueError(
+            f"no timed steps: {cfg.epochs} epoch(s) of {source.steps_per_epoch} steps "
+            f"are not more than warmup_steps={cfg.warmup_steps}"
+        )
+    probe.reset()
+    for batch in itertools.islice(batches, cfg.warmup_steps):  # consumes them from batches
+        strategy.train_step(*_to_device(batch, device))
+    strategy.barrier()
+    clock, wall = StepClock(device), StepClock(device)
+    samples, last = 0, None
+    wall.start()
+    for _ in range(timed):
+        clock.start()
+        result = strategy.train_step(*_to_device(next(batches), device))
+        clock.stop()
+        samples += result.samples
+        last = result.loss
+    wall_s = wall.stop()
+    record = _phase_record(clock, cfg.warmup_steps, samples, wall_s, probe)
+    record["loss"] = float(last.float().item()) if last is not None else None
+    record["accuracy"] = record["correct"] = record["evaluated"] = None
+    return record
+
+
+def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryProbe):
+    device = strategy.device
+    batches = _timed_steps(source.val_batches(), cfg.val_steps)
+    probe.reset()
+    strategy.barrier()
+    clock, wall = StepClock(device), StepClock(device)
+    correct = evaluated = samples = 0
+    warmup = 0
+    wall.start()
+    for index, batch in enumerate(batches):
+        clock.start()
+        right, made = strategy.eval_step(*_to_device(batch, device))
+        clock.stop()
+        if index == 0:
+            # First step: warm-up, counted for accuracy, not for time.
+            clock.times_s.pop()
+            warmup = 1
+            wall.start()
+        else:
+            samples += made
+        correct, evaluated = correct + right, evaluated + made
+    wall_s = wall.stop() if clock.times_s else 0.0
+    record = _phase_record(clock, warmup, samples, wall_s, probe)
+    record["loss"] = None
+    record["accuracy"] = correct / evaluated if evaluated else None
+    record["correct"], record["evaluated"] = correct, evaluated
+    return record

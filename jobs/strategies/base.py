@@ -1,0 +1,136 @@
+"""The strategy interface the one training loop (jobs/loop.py) talks to.
+
+A strategy owns everything framework-specific: starting communication, placing the
+process on a device, wrapping the model and optimizer, telling the loop which slice
+of data this process reads, and what one training or evaluation step is.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from jobs.data import Shard
+
+
+@dataclass(frozen=True)
+class Placement:
+    rank: int
+    local_rank: int
+    world_size: int
+    node_rank: int
+    device: torch.device
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor | None
+    # Samples that finished a whole training step on this process (0 on non-final pipeline stages).
+    samples: int
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+# Strategies living in modules with optional dependencies are imported on first use.
+_LAZY_MODULES = {
+    "ddp": "jobs.strategies.ddp",
+    "horovod": "jobs.strategies.horovod",
+    "pipeline": "jobs.strategies.pipeline",
+    "model_parallel": "jobs.strategies.pipeline",
+}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    if name not in STRATEGIES and name in _LAZY_MODULES:
+        importlib.import_module(_LAZY_MODULES[name])
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown framework {name!r}: expected one of {', '.join(sorted(_LAZY_MODULES))}"
+        ) from None
+
+
+def resolve_device(requested: str, local_rank: int) -> torch.device:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but torch.cuda.is_available() is False on this node")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def resolve_backend(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+    # True when this process's finished samples count toward global throughput.
+    counts_samples: bool = True
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.placement: Placement | None = None
+
+    @abstractmethod
+    def setup(self) -> Placement:
+        """Start communication and choose this process's device."""
+
+    @abstractmethod
+    def build(self, model_factory: Callable[[], nn.Module]) -> None:
+        """Create (or receive) the model and optimizer, wrapped for this framework."""
+
+    @abstractmethod
+    def data_shard(self) -> Shard:
+        """Which slice of the data this process reads."""
+
+    @abstractmethod
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult: ...
+
+    @abstractmethod
+    def eval_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+        """(correct, evaluated) predictions made by this process; (0, 0) if it makes none."""
+
+    @abstractmethod
+    def barrier(self) -> None: ...
+
+    @abstractmethod
+    def parameter_digests(self) -> list[float]:
+        """A digest of the parameters each process holds, gathered from all of them."""
+
+    def framework_knobs(self) -> dict[str, Any] | None:
+        """Settings of this framework that change its speed (Horovod's fusion buffer, …)."""
+        return None
+
+    def pipeline_metrics(self) -> dict[str, Any] | None:
+        """The dump's ``pipeline`` section: stage times, bubble, plan; None for data parallel."""
+        return None
+
+    def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Stop communication; called once, also after a failure."""
+
+    @property
+    def device(self) -> torch.device:
+        assert self.placement is not None, "setup() first"
+        return self.placement.device
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.cfg.precision == "amp":
+            if self.device.type != "cuda":
+                raise RuntimeError("precision=amp needs a GPU; use precision=fp32 on CPU")
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return nullcontext()

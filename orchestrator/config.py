@@ -1,0 +1,148 @@
+"""Compose cell configs with Hydra and check them before anything runs.
+
+Hydra's structured configs catch unknown keys and wrong types; :func:`validate`
+catches what spans several fields. Every message names the override that fixes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from orchestrator.errors import ConfigError
+
+# Keys that say where or how a cell is scheduled, not what it measures: a cell keeps its id
+# when it moves between clusters or is resubmitted with another time limit.
+_NOT_IN_CELL_ID = ("cluster",)
+
+
+@contextmanager
+def hydra_context():
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conf.structured import register
+
+    register()
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        yield
+
+
+def compose(overrides: Sequence[str], *, with_hydra: bool = False) -> DictConfig:
+    """The composed config for ``overrides``; Hydra's errors become :class:`ConfigError`."""
+    from hydra import compose as hydra_compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with hydra_context():
+        try:
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(_explain(err)) from err
+
+
+def _explain(err: Exception) -> str:
+    text = str(err).strip()
+    if "Could not find 'model/" in text:
+        return (
+            f"{text.splitlines()[0]}\nPresets: {', '.join(preset_names('model'))}. "
+            "Any other torchvision classification model: model.name=<name>."
+        )
+    if "Could not override" in text or "Key '" in text:
+        return text.splitlines()[0] + (
+            "\n" + "\n".join(text.splitlines()[1:3]) if len(text.splitlines()) > 1 else ""
+        )
+    return text
+
+
+@cache
+def preset_names(group: str) -> tuple[str, ...]:
+    from importlib import resources
+
+    folder = resources.files("conf") / group
+    return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")))
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert isinstance(container, dict)
+    container.pop("hydra", None)
+    return container
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    """A stable id from what the cell measures (the resolved config minus scheduling)."""
+    measured = {k: v for k, v in config.items() if k not in _NOT_IN_CELL_ID}
+    text = json.dumps(measured, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _positive(config: dict[str, Any], key: str, value: Any, minimum: int = 1) -> list[str]:
+    if value is not None and value < minimum:
+        return [f"{key}={value}: must be ≥ {minimum}"]
+    return []
+
+
+def validate(config: dict[str, Any], *, check_model_name: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every problem of a resolved cell config."""
+    problems: list[str] = []
+    for key in ("gpus", "nodes", "batch_size", "repeats", "threads_per_process"):
+        problems += _positive(config, key, config[key])
+    problems += _positive(config, "steps", config["steps"])
+    problems += _positive(config, "epochs", config["epochs"])
+    problems += _positive(config, "warmup_steps", config["warmup_steps"], minimum=0)
+    if config["val_steps"] is not None and config["val_steps"] < 2:
+        problems.append(
+            f"val_steps={config['val_steps']}: must be ≥ 2 (the first is warm-up) or null"
+        )
+    if config["steps"] is None and config["epochs"] is None:
+        problems.append("steps and epochs are both null: set steps=N or epochs=N")
+    if config["precision"] not in ("fp32", "amp"):
+        problems.append(f"precision={config['precision']}: expected fp32 or amp")
+    if config["device"] not in ("auto", "cpu", "cuda"):
+        problems.append(f"device={config['device']}: expected auto, cpu or cuda")
+    dataset = config["dataset"]
+    if dataset["name"] not in ("mnist", "synthetic"):
+        problems.append(f"dataset.name={dataset['name']}: expected mnist or synthetic")
+    cluster = config["cluster"]
+    per_node = cluster.get("gpus_per_node")
+    if per_node is not None and config["gpus"] > per_node:
+        problems.append(
+            f"gpus={config['gpus']}: cluster={cluster['name']} has {per_node} GPUs a node; "
+            f"use nodes=N with gpus≤{per_node}"
+        )
+    if cluster["backend"] == "local" and config["nodes"] != 1:
+        problems.append(f"nodes={config['nodes']}: cluster=local runs on this machine only")
+    if check_model_name:
+        problems += _check_model(config["model"]["name"])
+    problems += _check_framework(config)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _check_model(name: str) -> list[str]:
+    try:
+        from jobs.models import classification_model_names
+    except ImportError:  # no torch on this machine: the job will check
+        return []
+    names = classification_model_names()
+    if name in names:
+        return []
+    close = [n for n in names if n.startswith(name[:6])][:6]
+    hint = f" (close: {', '.join(close)})" if close else ""
+    return [f"model.name={name}: not a torchvision classification model{hint}"]
+
+
+def _check_framework(config: dict[str, Any]) -> list[str]:
+    from orchestrator.frameworks import check_framework
+
+    return check_framework(config)

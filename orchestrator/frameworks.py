@@ -1,0 +1,65 @@
+"""Plan-time knowledge of each framework: config checks and whether it can run here.
+
+Kept apart from ``jobs/strategies`` so the login node can check a sweep without torch
+distributed or Horovod importable. Each framework registers a checker; a checker
+returns the problems of one resolved config (empty when fine).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+Checker = Callable[[dict[str, Any]], list[str]]
+CHECKERS: dict[str, Checker] = {}
+# name -> function giving the reason the framework cannot run on this machine, or None.
+AVAILABILITY: dict[str, Callable[[], str | None]] = {}
+LAUNCHER_OF = {"ddp": "torchrun", "horovod": "horovodrun", "pipeline": "torchrun",
+               "model_parallel": "torchrun"}  # fmt: skip
+
+
+def checker(name: str) -> Callable[[Checker], Checker]:
+    def add(fn: Checker) -> Checker:
+        CHECKERS[name] = fn
+        return fn
+
+    return add
+
+
+def check_framework(config: dict[str, Any]) -> list[str]:
+    framework = config["framework"]
+    name = framework["name"]
+    if name not in LAUNCHER_OF:
+        return [f"framework.name={name}: expected one of {', '.join(sorted(LAUNCHER_OF))}"]
+    problems = []
+    if framework["backend"] not in ("auto", "gloo", "nccl", "mpi"):
+        problems.append(f"framework.backend={framework['backend']}: expected auto, gloo, nccl or mpi")
+    fn = CHECKERS.get(name)
+    return problems + (fn(config) if fn else [])
+
+
+def unavailable_reason(config: dict[str, Any]) -> str | None:
+    """Why this cell's framework cannot run with what is installed, or None."""
+    fn = AVAILABILITY.get(config["framework"]["name"])
+    return fn() if fn else None
+
+
+def _horovod_missing() -> str | None:
+    if importlib.util.find_spec("horovod") is None:
+        return "horovod is not installed: run scripts/install-horovod.sh (or `make horovod`)"
+    return None
+
+
+AVAILABILITY["horovod"] = _horovod_missing
+
+
+@checker("horovod")
+def _check_horovod(config: dict[str, Any]) -> list[str]:
+    knobs = config["horovod"]
+    problems = []
+    if knobs["compression"] not in ("none", "fp16"):
+        problems.append(f"horovod.compression={knobs['compression']}: expected none or fp16")
+    if knobs["fusion_threshold_mb"] < 0:
+        problems.append("horovod.fusion_threshold_mb: must be ≥ 0")
+    return problems

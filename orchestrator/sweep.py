@@ -1,0 +1,101 @@
+"""Expand Hydra override grammar into cells, the way Hydra's BasicSweeper does.
+
+``framework=ddp,horovod gpus=1,2 model=glob(resnet*)`` and a preset's
+``hydra.sweeper.params`` give the same grid Hydra's multirun would; each grid point
+is composed, validated and given a stable id, then repeated ``repeats`` times.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import config as cfgmod
+from orchestrator.errors import ConfigError
+from orchestrator.frameworks import unavailable_reason
+
+
+@dataclass
+class Cell:
+    id: str
+    overrides: list[str]
+    config: dict[str, Any]
+    # Set when the cell cannot run with what is installed: it is recorded failed, not submitted.
+    unavailable: str | None = None
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return (
+            f"{c['framework']['name']}/{c['model']['name']}/{c['dataset']['name']}"
+            f"/n{c['nodes']}xg{c['gpus']}/b{c['batch_size']}/r{c['repeat']}"
+        )
+
+
+@dataclass
+class SweepPlan:
+    arguments: list[str]
+    cells: list[Cell] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _is_sweep_argument(argument: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(argument).is_sweep_override()
+
+
+def grid(arguments: Sequence[str]) -> list[list[str]]:
+    """Every cell's override list, in Hydra's order (the product of the sweep axes)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    with cfgmod.hydra_context():
+        try:
+            fixed = [a for a in arguments if not _is_sweep_argument(a)]
+            base = cfgmod.compose(fixed, with_hydra=True)
+            params = base.hydra.sweeper.get("params") or {}
+            preset = [f"{key}={value}" for key, value in params.items()]
+            parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+            overrides = parser.parse_overrides([*preset, *arguments])
+            (batch,) = BasicSweeper.split_arguments(overrides, None)
+        except HydraException as err:
+            raise ConfigError(str(err).strip()) from err
+    return batch
+
+
+def plan(
+    arguments: Sequence[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> SweepPlan:
+    """Compose and validate every cell; raise :class:`ConfigError` before anything runs."""
+    started = time.perf_counter()
+    result = SweepPlan(arguments=list(arguments))
+    points = grid(arguments)
+    seen: set[str] = set()
+    problems: list[str] = []
+    for index, overrides in enumerate(points):
+        try:
+            config = cfgmod.resolved(cfgmod.compose(overrides))
+            cfgmod.validate(config)
+        except ConfigError as err:
+            problems.append(f"cell {' '.join(overrides) or '(defaults)'}: {err}")
+            continue
+        for repeat in range(config["repeats"]):
+            repeated = {**config, "repeat": repeat}
+            cell = Cell(cfgmod.cell_id(repeated), list(overrides), repeated)
+            cell.unavailable = unavailable_reason(repeated)
+            if cell.id not in seen:  # two spellings of one config are one cell
+                seen.add(cell.id)
+                result.cells.append(cell)
+        if progress:
+            progress(index + 1, len(points))
+    if problems:
+        raise ConfigError("\n".join(problems[:20]) + (f"\n… and {len(problems) - 20} more" if len(problems) > 20 else ""))
+    result.seconds = time.perf_counter() - started
+    return result
