@@ -113,6 +113,8 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True) -> None:
     dataset = config["dataset"]
     if dataset["name"] not in ("mnist", "synthetic"):
         problems.append(f"dataset.name={dataset['name']}: expected mnist or synthetic")
+    elif dataset["name"] == "mnist":
+        problems += _check_mnist(dataset)
     cluster = config["cluster"]
     per_node = cluster.get("gpus_per_node")
     if per_node is not None and config["gpus"] > per_node:
@@ -140,6 +142,16 @@ def _check_model(name: str) -> list[str]:
     close = [n for n in names if n.startswith(name[:6])][:6]
     hint = f" (close: {', '.join(close)})" if close else ""
     return [f"model.name={name}: not a torchvision classification model{hint}"]
+
+
+def _check_mnist(dataset: dict[str, Any]) -> list[str]:
+    from jobs.dataset_files import DatasetError, check_mnist_root
+
+    try:
+        check_mnist_root(dataset["root"], bool(dataset["download"]))
+    except DatasetError as err:
+        return [f"dataset.root={dataset['root']}: {err}"]
+    return []
 
 
 def _check_framework(config: dict[str, Any]) -> list[str]:

@@ -96,6 +96,7 @@ def plan(
         if progress:
             progress(index + 1, len(points))
     if problems:
-        raise ConfigError("\n".join(problems[:20]) + (f"\n… and {len(problems) - 20} more" if len(problems) > 20 else ""))
+        more = f"\n… and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ConfigError("\n".join(problems[:20]) + more)
     result.seconds = time.perf_counter() - started
     return result

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from jobs.data import Shard
-from jobs.strategies.base import Strategy, StepResult
+from jobs.strategies.base import StepResult, Strategy
 
 
 class DataParallelStrategy(Strategy):

@@ -1,0 +1,121 @@
+"""What a scheduler backend does: submit groups of cells, and say what became of jobs."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.ledger import Ledger
+from orchestrator.paths import SweepPaths
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The resource request a Slurm array shares: cells with equal shapes share an array."""
+
+    nodes: int
+    gpus_per_node: int
+    cpus_per_task: int
+    mem_gb: int | None
+    time_min: int
+    partition: str | None
+    account: str | None
+    qos: str | None
+    constraint: str | None
+    request_gpus: bool
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> Shape:
+        cluster = config["cluster"]
+        gpus = config["gpus"]
+        mem = cluster.get("mem_per_gpu_gb")
+        return cls(
+            nodes=config["nodes"],
+            gpus_per_node=gpus,
+            cpus_per_task=max(1, gpus * cluster["cpus_per_gpu"]),
+            mem_gb=mem * gpus if mem else None,
+            time_min=config["model"].get("time_limit_min") or cluster["time_limit_min"],
+            partition=cluster.get("partition"),
+            account=cluster.get("account"),
+            qos=cluster.get("qos"),
+            constraint=cluster.get("constraint"),
+            request_gpus=bool(cluster.get("request_gpus", True)),
+        )
+
+    def describe(self) -> str:
+        parts = [f"{self.nodes}n×{self.gpus_per_node}g", f"{self.cpus_per_task}cpu", f"{self.time_min}min"]
+        if self.mem_gb:
+            parts.append(f"{self.mem_gb}G")
+        if self.partition:
+            parts.append(f"p={self.partition}")
+        return " ".join(parts)
+
+
+@dataclass
+class CellJob:
+    cell_id: str
+    label: str
+    cell_file: str
+    config: dict[str, Any]
+
+
+@dataclass
+class ShapeGroup:
+    shape: Shape
+    cells: list[CellJob] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    """A job's state as the scheduler reports it (sacct/squeue words, upper case)."""
+
+    state: str
+    exit_code: str | None = None
+    reason: str | None = None
+
+
+class Backend(ABC):
+    name: str
+    # True when submit() returns before the cells run (a queue), False when it runs them.
+    detached: bool = True
+
+    def __init__(self, cluster: dict[str, Any]):
+        self.cluster = cluster
+
+    @abstractmethod
+    def submit(
+        self,
+        paths: SweepPaths,
+        ledger: Ledger,
+        groups: list[ShapeGroup],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Submit every group; returns the job ids. Records each submission in the ledger."""
+
+    def resolve_pending(self, ledger: Ledger) -> None:  # noqa: B027 - optional
+        """Settle submissions a crash left as ``submitting`` (submitted or not?)."""
+
+    def query(self, keys: list[str]) -> dict[str, SchedulerState]:
+        """States of the given job keys, in as few scheduler calls as possible (batched)."""
+        return {}
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+_LAZY = {"local": "orchestrator.backends.local", "slurm": "orchestrator.backends.slurm"}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(cluster: dict[str, Any]) -> Backend:
+    name = cluster["backend"]
+    if name not in BACKENDS and name in _LAZY:
+        importlib.import_module(_LAZY[name])
+    if name not in BACKENDS:
+        raise ValueError(f"unknown cluster.backend {name!r}: expected one of {', '.join(sorted(_LAZY))}")
+    return BACKENDS[name](cluster)
