@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from jobs.dataset_files import check_mnist_root
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
 def copy_to_scratch(root: str | Path, scratch: str | Path) -> Path:
     """Copy ``root/MNIST`` to node-local scratch once per node; returns the new root.
 
@@ -52,16 +54,16 @@ class BatchSource:
         self.train_sampler = DistributedSampler(
             train, num_replicas=shard.world, rank=shard.rank, shuffle=True, seed=seed, drop_last=True
         )
-        val_sampler = DistributedSampler(
-            val, num_replicas=shard.world, rank=shard.rank, shuffle=False, drop_last=False
-        )
+        val_sampler = DistributedSampler(val, num_replicas=shard.world, rank=shard.rank, shuffle=False, drop_last=False)
         self.train_loader = DataLoader(
-            train, batch_size=batch_size, sampler=self.train_sampler, drop_last=True,
-            num_workers=workers, pin_memory=False,
+            train,
+            batch_size=batch_size,
+            sampler=self.train_sampler,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=False,
         )
-        self.val_loader = DataLoader(
-            val, batch_size=batch_size, sampler=val_sampler, num_workers=workers
-        )
+        self.val_loader = DataLoader(val, batch_size=batch_size, sampler=val_sampler, num_workers=workers)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -97,9 +99,7 @@ def _mnist_dataset(root: str, train: bool, download: bool, limit: int | None):
     from torchvision import transforms
     from torchvision.datasets import MNIST
 
-    transform = transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
-    )
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
     data = MNIST(root, train=train, download=download, transform=transform)
     return Subset(data, range(min(limit, len(data)))) if limit is not None else data
 

@@ -41,9 +41,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         placement = strategy.setup()
         torch.manual_seed(cfg.seed)  # same initial weights on every rank, before any broadcast
         strategy.build(
-            lambda: build_model(
-                cfg.model.name, num_classes=cfg.dataset.num_classes, in_channels=cfg.dataset.channels
-            )
+            lambda: build_model(cfg.model.name, num_classes=cfg.dataset.num_classes, in_channels=cfg.dataset.channels)
         )
         source, data_record = build_batches(cfg, strategy.data_shard(), placement.device)
         probe = memory_probe(placement.device)

@@ -85,6 +85,4 @@ def get_launcher(name: str) -> Launcher:
     try:
         return LAUNCHERS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown launcher {name!r}: expected one of {', '.join(sorted(LAUNCHERS))}"
-        ) from None
+        raise ValueError(f"unknown launcher {name!r}: expected one of {', '.join(sorted(LAUNCHERS))}") from None

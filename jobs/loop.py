@@ -41,14 +41,10 @@ def _timed_steps(batches: Iterator[Any], count: int | None) -> Iterator[Any]:
     return batches if count is None else itertools.islice(batches, count)
 
 
-def train_phase(
-    strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryProbe
-) -> dict[str, Any]:
+def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryProbe) -> dict[str, Any]:
     device = strategy.device
     if cfg.epochs is not None:
-        batches: Iterator[Any] = itertools.chain.from_iterable(
-            source.train_epoch(e) for e in range(cfg.epochs)
-        )
+        batches: Iterator[Any] = itertools.chain.from_iterable(source.train_epoch(e) for e in range(cfg.epochs))
         timed = max(cfg.epochs * source.steps_per_epoch - cfg.warmup_steps, 0)
     else:
         batches, timed = source.train_forever(), cfg.steps

@@ -38,9 +38,7 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 1) -> nn
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
     # Registration order is the stem first for every torchvision classifier.
-    path, conv = next(
-        ((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None)
-    )
+    path, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
     if conv is None or path is None:
         raise ValueError(f"{type(model).__name__} has no Conv2d to adapt to {in_channels} channels")
     if conv.in_channels == in_channels:

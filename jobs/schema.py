@@ -84,9 +84,7 @@ class SchemaError(ValueError):
         super().__init__(f"{path}: " + "; ".join(reasons))
 
 
-def _check_fields(
-    where: str, doc: Mapping[str, Any], spec: Mapping[str, tuple[type | None, ...]]
-) -> list[str]:
+def _check_fields(where: str, doc: Mapping[str, Any], spec: Mapping[str, tuple[type | None, ...]]) -> list[str]:
     reasons = []
     for key, types in spec.items():
         if key not in doc:
@@ -118,10 +116,7 @@ def validate(doc: Any) -> list[str]:
     if doc.get("schema") != SCHEMA_NAME:
         return [f"schema: expected {SCHEMA_NAME!r}, got {doc.get('schema')!r}"]
     if doc.get("schema_version") != SCHEMA_VERSION:
-        return [
-            f"schema_version: this reader understands {SCHEMA_VERSION}, "
-            f"got {doc.get('schema_version')!r}"
-        ]
+        return [f"schema_version: this reader understands {SCHEMA_VERSION}, got {doc.get('schema_version')!r}"]
     reasons = _check_fields("", doc, _TOP_LEVEL)
     if reasons:
         return reasons

@@ -89,9 +89,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{cell.id}  {cell.label}" + (f"  [unavailable: {cell.unavailable}]" if cell.unavailable else ""))
     submitted, task = _progress(len(plan.cells), "running cells" if not args.dry_run else "writing")
     with submitted:
-        report = submit(
-            plan, sweep_dir, dry_run=args.dry_run, progress=lambda n: submitted.advance(task, n)
-        )
+        report = submit(plan, sweep_dir, dry_run=args.dry_run, progress=lambda n: submitted.advance(task, n))
     for cell in report.unavailable:
         print(f"cell {cell.id} ({cell.label}) not submitted: {cell.unavailable}", file=sys.stderr)
     shapes = "; ".join(f"{len(g.cells)} × [{g.shape.describe()}]" for g in report.groups)
@@ -176,6 +174,34 @@ def cmd_wait(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    from orchestrator.paths import SweepPaths
+    from orchestrator.resubmit import resubmit
+
+    paths = SweepPaths(Path(args.sweep_dir).resolve())
+    if not paths.ledger.exists():
+        raise DnnbenchError(f"{args.sweep_dir} is not a sweep folder (no ledger.sqlite)")
+    report = resubmit(paths, force=args.force, include_unretryable=args.include_unretryable, dry_run=args.dry_run)
+    for status, why in report.skipped:
+        print(f"not retried: {status.cell_id} {status.label} ({status.failure_class}): {why}")
+    if not report.chosen:
+        print("nothing to resubmit: no failed or missing cells")
+        return 0
+    print(
+        f"resubmitting {len(report.chosen)} cell(s): "
+        + ", ".join(f"{s.cell_id} ({s.state}{':' + s.failure_class if s.failure_class else ''})" for s in report.chosen)
+    )
+    submitted = report.submitted
+    if submitted is not None:
+        for cell in submitted.unavailable:
+            print(f"still unavailable: {cell.id}: {cell.unavailable}", file=sys.stderr)
+        if submitted.job_ids:
+            print(f"submitted as job(s) {', '.join(submitted.job_ids)}")
+        if not submitted.detached:
+            _print_status(paths.root)
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from jobs.environment import environment_hash, fingerprint
 
@@ -234,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("--timeout", type=float, help="seconds")
     wt.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
     wt.set_defaults(func=cmd_wait)
+
+    rs = sub.add_parser("resubmit", help="resubmit failed and missing cells only",
+                        description="New attempts for failed and missing cells; completed cells are left alone "
+                        "unless --force names them. Earlier attempts' files are kept.\n"
+                        "Example: dnnbench resubmit outputs/sweeps/quickstart-1a2b3c4d",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    rs.add_argument("sweep_dir")
+    rs.add_argument("--force", action="append", metavar="CELL_ID", help="also rerun this cell (repeatable)")
+    rs.add_argument("--include-unretryable", action="store_true", help="also retry oom/unavailable cells")
+    rs.add_argument("--dry-run", action="store_true", help="say what would be resubmitted, submit nothing")
+    rs.set_defaults(func=cmd_resubmit)
 
     env = sub.add_parser("env", help="print this machine's environment fingerprint",
                          description="The fingerprint every rank records.\nExample: dnnbench env --json",

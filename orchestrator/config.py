@@ -58,9 +58,7 @@ def _explain(err: Exception) -> str:
             "Any other torchvision classification model: model.name=<name>."
         )
     if "Could not override" in text or "Key '" in text:
-        return text.splitlines()[0] + (
-            "\n" + "\n".join(text.splitlines()[1:3]) if len(text.splitlines()) > 1 else ""
-        )
+        return text.splitlines()[0] + ("\n" + "\n".join(text.splitlines()[1:3]) if len(text.splitlines()) > 1 else "")
     return text
 
 
@@ -101,9 +99,7 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True) -> None:
     problems += _positive(config, "epochs", config["epochs"])
     problems += _positive(config, "warmup_steps", config["warmup_steps"], minimum=0)
     if config["val_steps"] is not None and config["val_steps"] < 2:
-        problems.append(
-            f"val_steps={config['val_steps']}: must be ≥ 2 (the first is warm-up) or null"
-        )
+        problems.append(f"val_steps={config['val_steps']}: must be ≥ 2 (the first is warm-up) or null")
     if config["steps"] is None and config["epochs"] is None:
         problems.append("steps and epochs are both null: set steps=N or epochs=N")
     if config["precision"] not in ("fp32", "amp"):

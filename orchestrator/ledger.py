@@ -148,9 +148,7 @@ class Ledger:
         try:
             if state is None:
                 return list(self.db.execute("SELECT * FROM submissions ORDER BY submission_id"))
-            return list(
-                self.db.execute("SELECT * FROM submissions WHERE state = ? ORDER BY submission_id", (state,))
-            )
+            return list(self.db.execute("SELECT * FROM submissions WHERE state = ? ORDER BY submission_id", (state,)))
         finally:
             self.db.row_factory = None
 

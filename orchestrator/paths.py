@@ -1,12 +1,12 @@
 """Every path of a sweep folder, in one place.
 
-    SWEEP_DIR/
-      sweep.json                 what was asked (arguments, time, dnnbench version)
-      ledger.sqlite              cell → job id / array index → attempts (orchestrator.ledger)
-      cells/<cell_id>/cell.json  the resolved config the ranks read
-      cells/<cell_id>/attempt_<k>/rank_<r>.json, outcome.json, launcher*.log, error_rank_<r>.txt
-      jobs/                      batch scripts and scheduler logs
-      results/                   tables, figures, report (analysis)
+SWEEP_DIR/
+  sweep.json                 what was asked (arguments, time, dnnbench version)
+  ledger.sqlite              cell → job id / array index → attempts (orchestrator.ledger)
+  cells/<cell_id>/cell.json  the resolved config the ranks read
+  cells/<cell_id>/attempt_<k>/rank_<r>.json, outcome.json, launcher*.log, error_rank_<r>.txt
+  jobs/                      batch scripts and scheduler logs
+  results/                   tables, figures, report (analysis)
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ _FAILURE_OF_STATE = {
     "CANCELLED": "cancelled",
     "FAILED": "launcher_error",
     "COMPLETED": "bad_metrics",  # ended well, but no valid outcome from the cell
+    "ENDED": "launcher_error",  # left squeue, no sacct to say how, no outcome
 }
+_ENDED_WELL = ("COMPLETED", "ENDED")
 _WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED", "CONFIGURING")
 _RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
 # Classes a plain retry will not fix: resubmit says so instead of retrying blindly.
@@ -69,7 +71,7 @@ def classify(
     word = (scheduler.state.split()[0] if scheduler else "").upper()
     if outcome is not None:
         if outcome.get("state") == "completed":
-            if word in _FAILURE_OF_STATE and word != "COMPLETED":
+            if word in _FAILURE_OF_STATE and word not in _ENDED_WELL:
                 return "failed", _FAILURE_OF_STATE[word], f"dumps valid but scheduler says {word}"
             return "completed", None, ""
         reasons = "; ".join(outcome.get("reasons", [])[:3])
@@ -105,12 +107,8 @@ def collect(paths: SweepPaths, *, query: bool = True) -> list[CellStatus]:
             continue
         outcome = read_outcome(paths.cell(cell_id).attempt(row.attempt)) if row else None
         key = row.scheduler_key if row else None
-        state, failure, detail = classify(
-            row, outcome, scheduler.get(key) if key else None, detached=detached
-        )
-        statuses.append(
-            CellStatus(cell_id, label, state, failure, row.attempt if row else None, key, detail)
-        )
+        state, failure, detail = classify(row, outcome, scheduler.get(key) if key else None, detached=detached)
+        statuses.append(CellStatus(cell_id, label, state, failure, row.attempt if row else None, key, detail))
     return statuses
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import CellJob, Shape, ShapeGroup
@@ -79,45 +78,60 @@ def submit(
     plan: SweepPlan,
     sweep_dir: Path,
     *,
+    progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+) -> SubmitReport:
+    """Submit the plan's cells that have no attempt yet."""
+    paths, ledger = prepare(plan, sweep_dir)
+    with ledger:
+        return submit_cells(paths, ledger, plan.cells, progress=progress, dry_run=dry_run)
+
+
+def submit_cells(
+    paths: SweepPaths,
+    ledger: Ledger,
+    cells: list[Cell],
+    *,
     cell_ids: set[str] | None = None,
     progress: Callable[[int], None] | None = None,
     dry_run: bool = False,
 ) -> SubmitReport:
-    """Submit the plan's cells that have no attempt yet (or only ``cell_ids`` when given)."""
-    paths, ledger = prepare(plan, sweep_dir)
-    with ledger:
-        cluster = plan.cells[0].config["cluster"] if plan.cells else {"backend": "local"}
-        backend = get_backend(cluster)
-        report = SubmitReport(paths=paths, detached=backend.detached)
-        if not dry_run:
-            backend.resolve_pending(ledger)
-        attempted = ledger.latest_attempts()
-        todo: list[CellJob] = []
-        for cell in plan.cells:
-            if cell.unavailable:
-                report.unavailable.append(cell)
+    """Submit ``cells`` that have no attempt yet, or exactly ``cell_ids`` (a new attempt each)."""
+    cluster = cells[0].config["cluster"] if cells else {"backend": "local"}
+    backend = get_backend(cluster)
+    report = SubmitReport(paths=paths, detached=backend.detached)
+    if not dry_run:
+        backend.resolve_pending(ledger)
+    attempted = ledger.latest_attempts()
+    todo: list[CellJob] = []
+    for cell in cells:
+        if cell.unavailable:
+            report.unavailable.append(cell)
+            continue
+        if cell_ids is not None:
+            if cell.id not in cell_ids:
                 continue
-            if cell_ids is not None:
-                if cell.id not in cell_ids:
-                    continue
-            elif cell.id in attempted:
-                report.already_submitted += 1
-                continue
-            todo.append(CellJob(cell.id, cell.label, str(paths.cell(cell.id).cell_file), cell.config))
-        report.groups = group_by_shape(todo)
-        if dry_run:
-            write_scripts = getattr(backend, "write_scripts", None)
-            if write_scripts is not None:
-                write_scripts(paths, report.groups)
-            return report
-        if report.groups:
-            report.job_ids = backend.submit(paths, ledger, report.groups, progress)
+        elif cell.id in attempted:
+            report.already_submitted += 1
+            continue
+        todo.append(CellJob(cell.id, cell.label, str(paths.cell(cell.id).cell_file), cell.config))
+    report.groups = group_by_shape(todo)
+    if dry_run:
+        write_scripts = getattr(backend, "write_scripts", None)
+        if write_scripts is not None:
+            write_scripts(paths, report.groups)
         return report
+    if report.groups:
+        report.job_ids = backend.submit(paths, ledger, report.groups, progress)
+    return report
 
 
-def cell_configs(paths: SweepPaths) -> dict[str, dict[str, Any]]:
-    out = {}
-    for cell_file in paths.cells.glob("*/cell.json"):
-        doc = json.loads(cell_file.read_text())
-        out[doc["cell_id"]] = doc
-    return out
+def load_cells(paths: SweepPaths) -> list[Cell]:
+    """The sweep's cells as planned, read back from their cell files (ledger order)."""
+    with Ledger(paths.ledger) as ledger:
+        rows = ledger.cells()
+    cells = []
+    for cell_id, _label, unavailable in rows:
+        doc = json.loads(paths.cell(cell_id).cell_file.read_text())
+        cells.append(Cell(doc["cell_id"], doc.get("overrides", []), doc["config"], unavailable))
+    return cells

@@ -360,3 +360,35 @@ def format_plan(result: Plan, profile: Profile) -> str:
         f"planned in {result.plan_seconds * 1e3:.1f} ms"
     )
     return "\n".join(lines)
+
+
+SCHEDULES = ("1f1b", "gpipe", "interleaved_1f1b")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a pipeline cell's processes are used; shared by the plan-time checker and the ranks."""
+
+    stages: int
+    replicas: int
+    microbatches: int
+    schedule: str
+
+    @classmethod
+    def of(cls, framework: str, pipeline: Any, processes: int) -> Layout:
+        """From the config's ``pipeline`` section (a dict or DictConfig); model_parallel is M=1."""
+        replicas = int(pipeline["replicas"])
+        stages = pipeline["stages"]
+        stages = int(stages) if stages is not None else max(processes // max(replicas, 1), 1)
+        if framework == "model_parallel":
+            # Naive model parallelism: the whole batch is one micro-batch, so stages never overlap.
+            return cls(stages, replicas, 1, "gpipe")
+        return cls(stages, replicas, int(pipeline["microbatches"]), str(pipeline["schedule"]))
+
+    @property
+    def chunks_per_rank(self) -> int:
+        return 2 if self.schedule == "interleaved_1f1b" else 1
+
+    @property
+    def virtual_stages(self) -> int:
+        return self.stages * self.chunks_per_rank

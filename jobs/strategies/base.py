@@ -57,9 +57,7 @@ def get_strategy(name: str) -> type[Strategy]:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown framework {name!r}: expected one of {', '.join(sorted(_LAZY_MODULES))}"
-        ) from None
+        raise ValueError(f"unknown framework {name!r}: expected one of {', '.join(sorted(_LAZY_MODULES))}") from None
 
 
 def resolve_device(requested: str, local_rank: int) -> torch.device:

@@ -25,9 +25,7 @@ class DataParallelStrategy(Strategy):
         amp = self.cfg.precision == "amp" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-    def wrap(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer
-    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
         raise NotImplementedError
 
     def data_shard(self) -> Shard:

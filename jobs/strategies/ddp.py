@@ -50,9 +50,7 @@ class DDPStrategy(DataParallelStrategy):
         self.placement = init_torch_distributed(self.cfg.device, self.cfg.framework.backend)
         return self.placement
 
-    def wrap(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer
-    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids), optimizer
 

@@ -57,9 +57,8 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _wait(job: object, progress: Callable[[int], None] | None) -> None:
-        try:
+        # A failed cell raises here; its outcome file and `dnnbench status` say why.
+        with contextlib.suppress(Exception):
             job.result()  # type: ignore[attr-defined]
-        except Exception:
-            pass
         if progress:
             progress(1)

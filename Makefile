@@ -1,0 +1,41 @@
+# The README's two commands: `make demo` and `make test`. Both create or reuse .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch for this kind of machine (x86_64, Python 3.11: a CUDA build that also runs on CPU).
+# On a cluster, load your site's PyTorch module or set TORCH_SPEC to what fits its CUDA.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: venv horovod slurm-up slurm-down demo test lint
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[train,analysis,dev]"
+	touch $@
+
+horovod: venv
+	scripts/install-horovod.sh --python $(PY)
+
+slurm-up:
+	scripts/slurm-dev-cluster.sh up
+
+slurm-down:
+	scripts/slurm-dev-cluster.sh down
+
+demo: venv horovod
+	$(VENV)/bin/dnnbench sweep +sweep=quickstart
+
+# Starts the dev Slurm cluster when this machine can (root, or Slurm already installed);
+# the Slurm tests skip otherwise, and fail instead when DNNBENCH_REQUIRE_SLURM=1 (CI).
+test: venv horovod
+	@if [ "$$(id -u)" = 0 ] || command -v slurmctld >/dev/null; then scripts/slurm-dev-cluster.sh up; \
+	else echo "not root and no Slurm installed: Slurm tests will be skipped"; fi
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check orchestrator jobs conf

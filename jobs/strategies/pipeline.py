@@ -1,0 +1,375 @@
+"""Pipeline parallelism (PipeDream-style plan, torch.distributed.pipelining runtime).
+
+Processes form a ``(dp, pp)`` device mesh: rank = replica · stages + stage. Every rank
+builds the whole model from the same seed, keeps its stage's blocks (so initial
+weights equal the single-process model's) and runs a ``torch.distributed.pipelining``
+schedule over a manual :class:`PipelineStage`. Data-parallel replicas of a stage average
+their gradients over the mesh's ``dp`` group after the schedule, before the optimizer.
+
+``model_parallel`` is the same runtime with one micro-batch: naive model parallelism.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.pipelining import PipelineStage
+from torch.distributed.pipelining.schedules import (
+    Schedule1F1B,
+    ScheduleGPipe,
+    ScheduleInterleaved1F1B,
+)
+
+from jobs.data import Shard
+from jobs.measure import peak_rss_bytes
+from jobs.pipeline import planner
+from jobs.pipeline.blocks import split_blocks, stage_module
+from jobs.strategies.base import Placement, StepResult, Strategy, register
+from jobs.strategies.ddp import gather_floats, init_torch_distributed, shutdown_torch_distributed
+
+
+class _Span:
+    """Accumulates durations; CUDA events on GPU, so queued kernels are timed, not launches."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.pending: list[Any] = []
+        self.total_s, self.count = 0.0, 0
+
+    def start(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, started: Any) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.pending.append((started, end))
+        else:
+            self.total_s += time.perf_counter() - started
+        self.count += 1
+
+    def settle(self) -> None:
+        """Read finished CUDA events (after the step's synchronize)."""
+        for begin, end in self.pending:
+            end.synchronize()
+            self.total_s += begin.elapsed_time(end) / 1e3
+        self.pending.clear()
+
+    def mean_s(self) -> float | None:
+        self.settle()
+        return self.total_s / self.count if self.count else None
+
+
+class TimedStage(PipelineStage):
+    """A PipelineStage timing its own compute: forward and backward of each micro-batch.
+
+    The schedule waits for received activations/gradients before calling these, so the
+    spans are this stage's compute (plus, on the last stage, the loss inside backward),
+    not time spent waiting on neighbours.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.recording = False
+        self.reset_timing()
+
+    def reset_timing(self) -> None:
+        self.forward_span, self.backward_span = _Span(self.device), _Span(self.device)
+        self.inflight = self.max_inflight = 0
+
+    def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.recording:
+            return super().forward_one_chunk(*args, **kwargs)
+        started = self.forward_span.start()
+        output = super().forward_one_chunk(*args, **kwargs)
+        self.forward_span.stop(started)
+        # Micro-batches whose activations this stage holds: 1F1B's per-stage difference.
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        return output
+
+    def backward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.recording:
+            return super().backward_one_chunk(*args, **kwargs)
+        started = self.backward_span.start()
+        result = super().backward_one_chunk(*args, **kwargs)
+        self.backward_span.stop(started)
+        self.inflight -= 1
+        return result
+
+
+def _peak_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return peak_rss_bytes()
+
+
+@register
+class PipelineStrategy(Strategy):
+    name = "pipeline"
+
+    def setup(self) -> Placement:
+        if self.cfg.precision != "fp32":
+            raise RuntimeError(f"{self.name} runs precision=fp32 only (no loss scaling across stages)")
+        self.placement = init_torch_distributed(self.cfg.device, self.cfg.framework.backend)
+        world = self.placement.world_size
+        self.layout = planner.Layout.of(self.name, self.cfg.pipeline, world)
+        s, r = self.layout.stages, self.layout.replicas
+        if s * r != world:
+            raise RuntimeError(f"pipeline.stages={s} × pipeline.replicas={r} ≠ {world} processes")
+        mesh = init_device_mesh(self.device.type, (r, s), mesh_dim_names=("dp", "pp"))
+        self.pp_group, self.dp_group = mesh.get_group("pp"), mesh.get_group("dp")
+        self.pp_rank, self.replica = mesh.get_local_rank("pp"), mesh.get_local_rank("dp")
+        self.phase = 0
+        self.step_span = _Span(self.device)
+        self.allreduce_span = _Span(self.device)
+        self.peak_bytes: int | None = None
+        return self.placement
+
+    # ---- build -------------------------------------------------------------------------
+    def build(self, model_factory: Callable[[], nn.Module]) -> None:
+        blocks = split_blocks(model_factory())  # every rank: the same seeded weights
+        self.plan = self._shared_plan(model_factory, len(blocks))
+        bounds = [0, *self.plan.split, len(blocks)]
+        v = self.layout.virtual_stages
+        self.stage_indices = list(range(self.pp_rank, v, self.layout.stages))
+        self.stages: list[TimedStage] = []
+        for k in self.stage_indices:
+            module = stage_module(blocks, bounds[k], bounds[k + 1]).to(self.device)
+            self.stages.append(
+                TimedStage(module, k, v, self.device, group=self.pp_group)
+            )
+        params = [p for st in self.stages for p in st.submod.parameters()]
+        self.optimizer = torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum)
+        self.schedule = self._schedule(nn.CrossEntropyLoss())
+        self.is_first = 0 in self.stage_indices
+        self.is_last = v - 1 in self.stage_indices
+        self.counts_samples = self.is_last
+
+    def _schedule(self, loss: nn.Module) -> Any:
+        m, name = self.layout.microbatches, self.layout.schedule
+        if name == "interleaved_1f1b":
+            return ScheduleInterleaved1F1B(self.stages, m, loss_fn=loss)
+        kind = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}[name]
+        return kind(self.stages[0], m, loss_fn=loss)
+
+    def _shared_plan(self, model_factory: Callable[[], nn.Module], n: int) -> planner.Plan:
+        """Rank 0 profiles and plans, everyone uses its plan: timings differ between ranks."""
+        box: list[Any] = [None]
+        if dist.get_rank() == 0:
+            box[0] = self._make_plan(model_factory, n)
+        dist.broadcast_object_list(box, src=0)
+        if isinstance(box[0], str):
+            raise RuntimeError(box[0])
+        return box[0]
+
+    def _make_plan(self, model_factory: Callable[[], nn.Module], n: int) -> planner.Plan | str:
+        from jobs.pipeline.profiler import cached_profile
+
+        cfg, layout = self.cfg, self.layout
+        shape = [cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size]
+        try:
+            # Forked RNG: profiling on rank 0 must not shift rank 0's random stream.
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                profile, _, _ = cached_profile(
+                    model_factory, cfg.model.name, shape,
+                    cfg.batch_size // layout.microbatches, self.device, cfg.precision,
+                )  # fmt: skip
+            topology = planner.Topology(
+                processes=layout.stages * layout.replicas, per_node=int(cfg.gpus),
+                intranode_gbps=float(cfg.cluster.intranode_gbps),
+                interconnect_gbps=float(cfg.cluster.interconnect_gbps),
+            )  # fmt: skip
+            return planner.plan(
+                profile, stages=layout.stages, replicas=layout.replicas,
+                microbatches=layout.microbatches, topology=topology, schedule=layout.schedule,
+                split=list(cfg.pipeline.split) or None,
+            )  # fmt: skip
+        except (planner.PlanError, ValueError) as err:  # sent to every rank, raised there
+            return f"pipeline plan failed: {err}"
+
+    # ---- steps ---------------------------------------------------------------------------
+    def data_shard(self) -> Shard:
+        # Every stage of a replica reads the replica's batch: images feed the first, labels the last.
+        return Shard(rank=self.replica, world=self.layout.replicas)
+
+    def _set_mode(self, train: bool, recording: bool) -> None:
+        for st in self.stages:
+            st.submod.train(train)
+            st.recording = recording
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
+        recording = self.phase == 1
+        self._set_mode(True, recording)
+        started = self.step_span.start()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses: list[torch.Tensor] | None = [] if self.is_last else None
+        args = (images,) if self.is_first else ()
+        target = labels if self.is_last else None
+        self.schedule.step(*args, target=target, losses=losses, return_outputs=False)
+        if self.layout.replicas > 1:
+            reduce_started = self.allreduce_span.start()
+            self._average_gradients()
+            if recording:
+                self.allreduce_span.stop(reduce_started)
+        self.optimizer.step()
+        if recording:
+            self.step_span.stop(started)
+            peak = _peak_memory(self.device)
+            if peak is not None:
+                self.peak_bytes = max(self.peak_bytes or 0, peak)
+        if not self.is_last:
+            return StepResult(loss=None, samples=0)
+        assert losses is not None
+        return StepResult(loss=torch.stack(losses).mean().detach(), samples=images.shape[0])
+
+    def _average_gradients(self) -> None:
+        grads = [p.grad for st in self.stages for p in st.submod.parameters() if p.grad is not None]
+        if not grads:
+            return
+        # One flat buffer: one all-reduce per step instead of one per tensor.
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, group=self.dp_group)
+        flat.div_(self.layout.replicas)
+        for grad, reduced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+            grad.copy_(reduced)
+
+    @torch.no_grad()
+    def eval_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+        self._set_mode(False, False)
+        made = labels.shape[0]
+        padding = self.cfg.batch_size - made
+        if padding > 0:
+            # The stages' buffers are shaped for the training batch; a short last batch is
+            # padded (eval-mode BatchNorm is per-sample, so padding changes no prediction).
+            images = torch.cat([images, images.new_zeros(padding, *images.shape[1:])])
+            labels_in = torch.cat([labels, labels.new_zeros(padding)])
+        else:
+            labels_in = labels
+        args = (images,) if self.is_first else ()
+        # The schedule computes its loss_fn in eval too, so the last stage needs targets.
+        output = self.schedule.eval(*args, target=labels_in if self.is_last else None)
+        if not self.is_last:
+            return 0, 0
+        predicted = output[:made].argmax(dim=1)
+        return int((predicted == labels).sum().item()), int(made)
+
+    def barrier(self) -> None:
+        # The loop calls barrier() once after warm-up and once before validation: phase 1 is
+        # the timed training steps, the only ones the pipeline section describes.
+        self.phase += 1
+        if self.phase == 1:
+            for st in self.stages:
+                st.reset_timing()
+        dist.barrier()
+
+    def parameter_digests(self) -> list[float]:
+        with torch.no_grad():
+            local = sum(p.double().sum().item() for st in self.stages for p in st.submod.parameters())
+        return gather_floats(float(local), self.device)
+
+    def teardown(self) -> None:
+        shutdown_torch_distributed()
+
+    # ---- metrics -------------------------------------------------------------------------
+    def _local_record(self) -> dict[str, Any]:
+        step_s = self.step_span.mean_s()
+        stages = []
+        busy = 0.0
+        for st in self.stages:
+            forward, backward = st.forward_span.mean_s(), st.backward_span.mean_s()
+            if forward is not None and backward is not None:
+                busy += (forward + backward) * self.layout.microbatches
+            stages.append({"stage": st.stage_index, "forward_s": forward, "backward_s": backward,
+                           "max_inflight_microbatches": st.max_inflight})  # fmt: skip
+        return {
+            "rank": dist.get_rank(), "pp_rank": self.pp_rank, "replica": self.replica,
+            "step_s": step_s, "allreduce_s": self.allreduce_span.mean_s(),
+            "busy_s": busy, "peak_memory_bytes": self.peak_bytes, "stages": stages,
+        }  # fmt: skip
+
+    def pipeline_metrics(self) -> dict[str, Any] | None:
+        records: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(records, self._local_record())
+        return pipeline_section(self, records)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def pipeline_section(strategy: PipelineStrategy, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dump's ``pipeline`` dict from every rank's record (documented in docs/pipeline.md)."""
+    plan, layout = strategy.plan, strategy.layout
+    m = layout.microbatches
+    per_stage = []
+    for sp in plan.stage_plans:
+        mine = [
+            (rec, st) for rec in records for st in rec["stages"] if st["stage"] == sp.index
+        ]
+        forward = _mean([st["forward_s"] for _, st in mine])
+        backward = _mean([st["backward_s"] for _, st in mine])
+        allreduce = _mean([rec["allreduce_s"] for rec, _ in mine]) or 0.0
+        measured = m * (forward + backward) + allreduce if forward is not None and backward is not None else None
+        peaks = [rec["peak_memory_bytes"] for rec, _ in mine if rec["peak_memory_bytes"] is not None]
+        per_stage.append({
+            "stage": sp.index, "pp_rank": sp.pp_rank, "first_block": sp.start,
+            "last_block": sp.stop - 1, "block_names": sp.blocks,
+            "forward_s": forward, "backward_s": backward,
+            "predicted_forward_s": sp.forward_s, "predicted_backward_s": sp.backward_s,
+            "measured_stage_s": measured, "predicted_stage_s": sp.time_s,
+            "predicted_link_in_s": sp.link_in_s,
+            "peak_memory_bytes": max(peaks) if peaks else None,
+            "predicted_memory_bytes": sp.memory_bytes,
+            "parameter_bytes": sp.parameter_bytes,
+            "max_inflight_microbatches": max((st["max_inflight_microbatches"] for _, st in mine),
+                                             default=0),
+            "predicted_inflight_microbatches": sp.inflight_microbatches,
+        })  # fmt: skip
+    measured_times = [s["measured_stage_s"] for s in per_stage if s["measured_stage_s"] is not None]
+    bottleneck = max(per_stage, key=lambda s: s["measured_stage_s"] or 0.0)
+    bubbles = [1.0 - rec["busy_s"] / rec["step_s"] for rec in records if rec["step_s"]]
+    return {
+        "schedule": layout.schedule,
+        "microbatches": m,
+        "microbatch_size": strategy.cfg.batch_size // m,
+        "stages": layout.stages,
+        "virtual_stages": layout.virtual_stages,
+        "replicas": layout.replicas,
+        "stage": strategy.pp_rank,
+        "replica": strategy.replica,
+        "is_last_stage": strategy.is_last,
+        "split": plan.split,
+        "plan_source": plan.source,
+        "predicted": {
+            "bottleneck": plan.bottleneck, "bottleneck_s": plan.bottleneck_s,
+            "step_s": plan.step_s, "bubble_fraction": plan.bubble_fraction,
+            "plan_seconds": plan.plan_seconds,
+        },  # fmt: skip
+        "measured": {
+            "step_s": _mean([rec["step_s"] for rec in records]),
+            "bottleneck_stage": bottleneck["stage"] if measured_times else None,
+            "bottleneck_s": max(measured_times) if measured_times else None,
+            "bubble_fraction": _mean(bubbles),
+        },
+        "per_stage": per_stage,
+    }
+
+
+@register
+class ModelParallelStrategy(PipelineStrategy):
+    """Naive model parallelism: the pipeline's stages with one micro-batch (no overlap)."""
+
+    name = "model_parallel"
