@@ -87,7 +87,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         for cell in plan.cells:
             print(f"{cell.id}  {cell.label}" + (f"  [unavailable: {cell.unavailable}]" if cell.unavailable else ""))
-    submitted, task = _progress(len(plan.cells), "running cells" if not args.dry_run else "writing")
+    submitted, task = _progress(0 if args.dry_run else len(plan.cells), "running cells")
     with submitted:
         report = submit(plan, sweep_dir, dry_run=args.dry_run, progress=lambda n: submitted.advance(task, n))
     for cell in report.unavailable:

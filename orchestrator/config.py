@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError
+from orchestrator.shell_safety import check_cluster
 
 # Keys that say where or how a cell is scheduled, not what it measures: a cell keeps its id
 # when it moves between clusters or is resubmitted with another time limit.
@@ -118,6 +119,7 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True) -> None:
             f"gpus={config['gpus']}: cluster={cluster['name']} has {per_node} GPUs a node; "
             f"use nodes=N with gpus≤{per_node}"
         )
+    problems += check_cluster(cluster)
     if cluster["backend"] == "local" and config["nodes"] != 1:
         problems.append(f"nodes={config['nodes']}: cluster=local runs on this machine only")
     if check_model_name:

@@ -22,38 +22,13 @@ from string import Template
 from typing import Any
 
 from orchestrator.backends.base import Backend, SchedulerState, ShapeGroup, register
-from orchestrator.errors import ConfigError, SubmissionError
+from orchestrator.errors import SubmissionError
 from orchestrator.ledger import Ledger
 from orchestrator.paths import SweepPaths
+from orchestrator.shell_safety import check_safe, render_setup
 
-# Values that land in #SBATCH lines: no spaces, quotes or shell metacharacters.
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:@%+=/\-\[\]]+$")
-# Setup lines are commands (module load …): words only, no ; | & $ ` < > or quotes.
-_SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+=/\-]+$")
 CALL_TIMEOUT_S = 30
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[(.+)\]$")
-
-
-def check_safe(name: str, value: str | None) -> None:
-    if value is not None and not _SAFE_VALUE.match(str(value)):
-        raise ConfigError(
-            f"{name}={value!r}: only letters, digits and _.,:@%+=/-[] are allowed in Slurm options "
-            "(the value would reach a shell)"
-        )
-
-
-def render_setup(lines: list[str]) -> str:
-    rendered = []
-    for line in lines:
-        words = line.split()
-        bad = [w for w in words if not _SAFE_WORD.match(w)]
-        if bad:
-            raise ConfigError(
-                f"cluster.setup line {line!r}: {bad[0]!r} is not a plain word; setup lines are simple commands "
-                "such as `module load CUDA/12.1.1` (no ; | & $ ` quotes or redirections)"
-            )
-        rendered.append(" ".join(shlex.quote(w) for w in words))
-    return "\n".join(rendered)
 
 
 def _time(minutes: int) -> str:
@@ -64,6 +39,7 @@ def render_script(
     paths: SweepPaths, group: ShapeGroup, job_name: str, cells_file: Path, cluster: dict[str, Any]
 ) -> str:
     shape = group.shape
+    check_safe("sweep folder", str(paths.root))
     for key in ("partition", "account", "qos", "constraint"):
         check_safe(f"cluster.{key}", getattr(shape, key))
     resource_lines = []
