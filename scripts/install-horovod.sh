@@ -233,7 +233,9 @@ EOF
     # back a wheel built against another torch; our cache replaces it.
     if ! PATH="$VENV_BIN:$PATH" pip_ wheel --no-build-isolation --no-deps --no-cache-dir \
             -v "horovod==$HOROVOD_VERSION" -w "$TMP/dist" >"$BUILD_LOG" 2>&1; then
-        tail -n 40 "$BUILD_LOG" >&2
+        # pip's own epilogue hides the cause; show the first compiler/CMake errors.
+        grep -m 8 -A 3 -E 'CMake Error|error:|#error|Could NOT find' "$BUILD_LOG" | grep -v -E '^\s*(ERROR: |error: subprocess-exited)' >&2 \
+            || tail -n 40 "$BUILD_LOG" >&2
         die "build failed after $((SECONDS - start))s; full log: $BUILD_LOG"
     fi
     built=("$TMP"/dist/horovod-"$HOROVOD_VERSION"-*.whl)

@@ -129,9 +129,12 @@ parse_args() {
         usage >&2
         exit 2
     }
-    local name
-    for name in NODES GPUS CPUS MEM MAX_ARRAY TIMEOUT DB_PORT; do
-        [[ "${!name}" =~ ^[0-9]+$ ]] || die "$name must be a non-negative integer, got '${!name}'"
+    local name flag
+    for name in NODES:nodes GPUS:gpus-per-node CPUS:cpus-per-node MEM:mem-per-node \
+        MAX_ARRAY:max-array-size TIMEOUT:timeout DB_PORT:db-port; do
+        flag="--${name#*:}"
+        name="${name%%:*}"
+        [[ "${!name}" =~ ^[0-9]+$ ]] || die "$flag must be a non-negative integer, got '${!name}'"
     done
     ((NODES >= 1)) || die "--nodes must be >= 1"
     ((CPUS >= 1)) || die "--cpus-per-node must be >= 1"
@@ -212,6 +215,26 @@ wait_until() {
     done
 }
 
+# wait_daemon PIDFILE SECONDS DESCRIPTION CMD... — like wait_until, but give
+# up at once when the daemon has written its pid file and died (e.g. a fatal
+# config error or a port in use) instead of waiting for the timeout.
+wait_daemon() {
+    local pidfile="$1" limit="$2" what="$3"
+    shift 3
+    local deadline=$((SECONDS + limit))
+    until "$@"; do
+        if [[ -s "$pidfile" ]] && ! pid_alive "$pidfile"; then
+            log "$what died while starting"
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            log "timed out after ${limit}s waiting for $what"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
 # Client commands get a hard time limit: a wedged daemon must not hang CI.
 q() { timeout 10 "$@"; }
 
@@ -242,16 +265,18 @@ ensure_packages() {
     mkdir -p "$LOGDIR"
     log "(apt output goes to $apt_log)"
     export DEBIAN_FRONTEND=noninteractive
-    local apt_opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    # Wait for another apt/dpkg (CI images, parallel set-up) instead of failing.
+    local apt_opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
     # apt-get update only when the package lists are missing, or when the
     # install fails on them (stale lists point at removed .debs).
     if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-        apt-get update -q >>"$apt_log" 2>&1 || rc=$?
+        apt-get update -q -o DPkg::Lock::Timeout=300 >>"$apt_log" 2>&1 || rc=$?
     fi
     if ((rc == 0)) && ! apt-get install "${apt_opts[@]}" "${missing[@]}" >>"$apt_log" 2>&1; then
         log "apt-get install failed; running apt-get update and retrying…"
         {
-            apt-get update -q >>"$apt_log" 2>&1 &&
+            apt-get update -q -o DPkg::Lock::Timeout=300 >>"$apt_log" 2>&1 &&
                 apt-get install "${apt_opts[@]}" "${missing[@]}" >>"$apt_log" 2>&1
         } || rc=$?
     fi
@@ -312,7 +337,9 @@ make_gpu_devices() {
 
 write_slurm_conf() {
     local host nodelist i
-    host="$(hostname -s)"
+    # slurmctld insists that SlurmctldHost is this host's short name.
+    host="$(hostname -s 2>/dev/null || uname -n)"
+    host="${host%%.*}"
     nodelist="node[1-$NODES]"
     ((NODES == 1)) && nodelist="node1"
     local max_job_count=10000
@@ -355,6 +382,9 @@ LaunchType=launch/slurm
 MailProg=/bin/true
 
 SchedulerType=sched/backfill
+# Test every few seconds, not every 30/60 s: jobs that become eligible by time
+# (a requeued job's BeginTime) would otherwise wait for the periodic pass.
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 # Nodes may declare more CPUs/memory than the host has (else state 'inval').
@@ -445,13 +475,10 @@ skip-name-resolve
 innodb_buffer_pool_size=512M
 innodb_log_file_size=64M
 innodb_lock_wait_timeout=900
-# A throw-away database: trade durability for speed (slurmdbd creates dozens
-# of tables on every fresh start).
+# A throw-away database: trade durability for speed.
 innodb_flush_log_at_trx_commit=0
 innodb_doublewrite=0
-innodb_flush_method=nosync
 skip-log-bin
-innodb_file_per_table=0
 EOF
     chmod 600 "$MYCNF"
     # slurmdbd refuses a config that is not 600 and owned by SlurmUser (root).
@@ -508,7 +535,7 @@ start_munge() {
         die "munged failed to start"
     fi
     munge_ok() { munge -S "$MUNGE_SOCKET" -n 2>/dev/null | unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1; }
-    wait_until "$TIMEOUT" "munge to answer" munge_ok || {
+    wait_daemon "$MUNGE_PID" "$TIMEOUT" "munged" munge_ok || {
         log_tail "$MUNGE_DIR/munged.log"
         die "munged does not answer"
     }
@@ -529,24 +556,48 @@ start_mariadb() {
     # mariadbd stays in the foreground: detach it into its own session so it
     # outlives this script and its caller's terminal.
     setsid /usr/sbin/mariadbd --defaults-file="$MYCNF" </dev/null >>"$LOGDIR/mariadb.stderr" 2>&1 &
+    # setsid execs (this background job leads no process group), so $! is
+    # mariadbd itself; record it now so an early death is noticed at once.
+    echo "$!" >"$DB_PID"
     db_ok() { mariadb-admin --defaults-file="$MYCNF" ping >/dev/null 2>&1 && pid_alive "$DB_PID"; }
-    wait_until "$TIMEOUT" "MariaDB" db_ok || {
+    wait_daemon "$DB_PID" "$TIMEOUT" "MariaDB" db_ok || {
         log_tail "$LOGDIR/mariadb.log"
         die "MariaDB did not start"
     }
 }
 
 # A fresh slurmctld (-c) starts job ids again at 1 while the database keeps
-# the old jobs, so sacct would mix old and new records: empty it every start.
+# the old jobs, so sacct would mix old and new records: empty the job data on
+# every start. Dropping the whole database would work too, but slurmdbd then
+# re-creates and ALTERs ~50 tables (~3.5 s); deleting the rows keeps the
+# schema and the registered cluster.
 reset_accounting_db() {
-    local pass="$1"
-    mariadb --defaults-file="$MYCNF" <<EOF || die "could not reset slurm_acct_db"
-DROP DATABASE IF EXISTS slurm_acct_db;
-CREATE DATABASE slurm_acct_db;
-CREATE OR REPLACE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';
-GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
-FLUSH PRIVILEGES;
-EOF
+    local pass="$1" sql="" t tables
+    sql+="CREATE DATABASE IF NOT EXISTS slurm_acct_db;"
+    sql+="CREATE OR REPLACE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';"
+    sql+="GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+    mariadb --defaults-file="$MYCNF" -e "$sql" 2>>"$LOGDIR/mariadb-client.log" || {
+        log_tail "$LOGDIR/mariadb-client.log"
+        die "could not create slurm_acct_db"
+    }
+    # Job, step, reservation, event, usage and transaction records of this
+    # cluster; associations, TRES and the cluster row stay.
+    tables="$(mariadb --defaults-file="$MYCNF" -N -B -e "SELECT table_name FROM information_schema.tables
+        WHERE table_schema='slurm_acct_db' AND (table_name='txn_table' OR table_name IN
+        ('${CLUSTER_NAME}_job_table','${CLUSTER_NAME}_step_table','${CLUSTER_NAME}_job_env_table',
+         '${CLUSTER_NAME}_job_script_table','${CLUSTER_NAME}_suspend_table','${CLUSTER_NAME}_resv_table',
+         '${CLUSTER_NAME}_event_table') OR table_name LIKE '${CLUSTER_NAME}\\_%usage\\_%')" \
+        2>>"$LOGDIR/mariadb-client.log")" || die "could not list slurm_acct_db tables"
+    [[ -n "$tables" ]] || return 0
+    sql=""
+    for t in $tables; do sql+="DELETE FROM slurm_acct_db.\`$t\`;"; done
+    # slurmctld registers itself again; a stale ControlHost would let
+    # sacct_ok pass before it has.
+    sql+="UPDATE slurm_acct_db.cluster_table SET control_host='', control_port=0 WHERE name='$CLUSTER_NAME';"
+    mariadb --defaults-file="$MYCNF" -e "$sql" 2>>"$LOGDIR/mariadb-client.log" || {
+        log_tail "$LOGDIR/mariadb-client.log"
+        die "could not empty the job records in slurm_acct_db"
+    }
 }
 
 start_slurmdbd() {
@@ -557,11 +608,14 @@ start_slurmdbd() {
         die "slurmdbd failed to start"
     }
     dbd_ok() { q sacctmgr -n -P show cluster >/dev/null 2>&1; }
-    wait_until "$TIMEOUT" "slurmdbd" dbd_ok || {
+    wait_daemon "$DBD_PID" "$TIMEOUT" "slurmdbd" dbd_ok || {
         log_tail "$LOGDIR/slurmdbd.log"
         die "slurmdbd does not answer"
     }
-    log "registering cluster '$CLUSTER_NAME' in accounting…"
+    if [[ -n "$(q sacctmgr -n -P show cluster "$CLUSTER_NAME" format=Cluster 2>/dev/null)" ]]; then
+        return 0
+    fi
+    log "registering cluster '$CLUSTER_NAME' in accounting (first start: ~3 s)…"
     q sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null 2>>"$LOGDIR/sacctmgr.stderr" || {
         log_tail "$LOGDIR/sacctmgr.stderr"
         log_tail "$LOGDIR/slurmdbd.log"
@@ -579,7 +633,7 @@ start_slurmctld() {
         die "slurmctld failed to start"
     }
     ctld_ok() { q scontrol ping 2>/dev/null | grep -q 'is UP'; }
-    wait_until "$TIMEOUT" "slurmctld" ctld_ok || {
+    wait_daemon "$CTLD_PID" "$TIMEOUT" "slurmctld" ctld_ok || {
         log_tail "$LOGDIR/slurmctld.log"
         die "slurmctld does not answer"
     }
@@ -626,20 +680,34 @@ daemon_pidfiles() {
 }
 
 # Up = every daemon recorded for the current settings is alive and every node
-# is idle/allocated (responding).
+# is idle/allocated (responding). Sets NOT_UP_REASON when not.
+NOT_UP_REASON=""
 cluster_healthy() {
-    [[ -s "$PARAMS" ]] || return 1
-    local i
-    pid_alive "$MUNGE_PID" && pid_alive "$CTLD_PID" || return 1
+    NOT_UP_REASON=""
+    local i f names=(munged slurmctld) files=("$MUNGE_PID" "$CTLD_PID")
     for ((i = 1; i <= NODES; i++)); do
-        pid_alive "$RUN/slurmd-$(node_name "$i").pid" || return 1
+        names+=("slurmd $(node_name "$i")")
+        files+=("$RUN/slurmd-$(node_name "$i").pid")
     done
     if ((ACCOUNTING)); then
-        pid_alive "$DB_PID" && pid_alive "$DBD_PID" || return 1
+        names+=(MariaDB slurmdbd)
+        files+=("$DB_PID" "$DBD_PID")
     fi
-    local bad
-    bad="$(q sinfo -h -N -p debug -o '%T' 2>/dev/null | grep -Evc '^(idle|mixed|allocated|completing)$')" || true
-    [[ "$bad" == 0 ]] && q scontrol ping 2>/dev/null | grep -q 'is UP'
+    for i in "${!files[@]}"; do
+        f="${files[$i]}"
+        pid_alive "$f" || NOT_UP_REASON+="${names[$i]} not running; "
+    done
+    if [[ -z "$NOT_UP_REASON" ]]; then
+        if ! q scontrol ping 2>/dev/null | grep -q 'is UP'; then
+            NOT_UP_REASON="slurmctld does not answer; "
+        else
+            local bad
+            bad="$(q sinfo -h -N -p debug -o '%N=%T' 2>/dev/null | grep -Ev '=(idle|mixed|allocated|completing)$' | tr '\n' ' ')" || true
+            [[ -z "$bad" ]] || NOT_UP_REASON="nodes not usable: $bad; "
+        fi
+    fi
+    NOT_UP_REASON="${NOT_UP_REASON%; }"
+    [[ -z "$NOT_UP_REASON" ]]
 }
 
 # Restore the settings a running cluster was started with (status/down must
@@ -741,7 +809,7 @@ do_down() {
     done
     if ((!any)); then
         log "cluster in $DIR is not running"
-        rm -f "$RUN"/*.pid "$MUNGE_PID"
+        rm -f "$RUN"/*.pid "$MUNGE_PID" "$PARAMS"
         kill_stray_stepds
         return 0
     fi
@@ -767,6 +835,7 @@ do_down() {
     stop_pidfile "$DB_PID" MariaDB
     stop_pidfile "$MUNGE_PID" munged
     kill_stray_stepds
+    rm -f "$PARAMS"
     log "cluster in $DIR is down"
 }
 
@@ -775,13 +844,16 @@ do_up() {
     [[ $EUID -eq 0 ]] || die "must run as root (starts daemons, mknod, /etc/slurm symlink)"
     local start_ns
     start_ns="$(date +%s%N)"
-    if [[ -s "$PARAMS" ]] && cluster_healthy; then
-        if [[ "$(params_string)" == "$(<"$PARAMS")" ]]; then
+    if [[ -s "$PARAMS" ]]; then
+        if [[ "$(params_string)" != "$(<"$PARAMS")" ]]; then
+            log "cluster in $DIR runs with other settings ($(tr -d '\n' <"$PARAMS")); restarting"
+        elif cluster_healthy; then
             link_system_conf
             log "cluster already up in $DIR ($(params_string | tr -d '\n')); nothing to do"
             return 0
+        else
+            log "cluster in $DIR is only partly up ($NOT_UP_REASON); restarting it"
         fi
-        log "cluster is up with other settings ($(tr -d '\n' <"$PARAMS")); restarting"
     fi
     # Stop whatever a previous (possibly half-started) run left behind, with
     # the settings it was started with.
@@ -851,7 +923,10 @@ do_status() {
         return 1
     }
     local ok=0
-    cluster_healthy || ok=1
+    cluster_healthy || {
+        ok=1
+        echo "not up: $NOT_UP_REASON"
+    }
     q sinfo -N -o '%N %P %T %c %m %G' || ok=1
     if ((ACCOUNTING)); then
         if sacct_ok; then
