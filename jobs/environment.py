@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from jobs.schema import COMPARABLE_KEYS
+
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -33,20 +35,6 @@ SLURM_VARIABLES = (
     "SLURM_JOB_PARTITION",
     "SLURM_JOB_NODELIST",
     "SLURM_RESTART_COUNT",
-)
-COMPARABLE_KEYS = (
-    "python",
-    "torch",
-    "torchvision",
-    "cuda",
-    "cudnn",
-    "nccl",
-    "horovod",
-    "threads",
-    "cpu_model",
-    "gpu_name",
-    "gpu_driver",
-    "dnnbench",
 )
 
 

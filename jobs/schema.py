@@ -72,6 +72,22 @@ _MEMORY: dict[str, tuple[type | None, ...]] = {
     "peak_rss_bytes": (int, None),
     "end_rss_bytes": (int, None),
 }
+# Environment fields that can change a result: equal values make two cells comparable.
+# Written by jobs/environment.py (environment_hash), read by analysis/ (confound check).
+COMPARABLE_KEYS = (
+    "python",
+    "torch",
+    "torchvision",
+    "cuda",
+    "cudnn",
+    "nccl",
+    "horovod",
+    "threads",
+    "cpu_model",
+    "gpu_name",
+    "gpu_driver",
+    "dnnbench",
+)
 ENVIRONMENT_REQUIRED = ("python", "torch", "hostname", "dnnbench", "threads")
 
 

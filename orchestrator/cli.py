@@ -119,7 +119,10 @@ def _aggregate(sweep_dir: Path) -> None:
     except ImportError as err:  # analysis not installed in this environment
         print(f"aggregation skipped: {err}", file=sys.stderr)
         return
-    aggregate_command([str(sweep_dir)], None)
+    try:
+        aggregate_command([str(sweep_dir)], None)
+    except DnnbenchError as err:  # e.g. no completed cell: the status table above says why
+        print(f"aggregation: {err}", file=sys.stderr)
 
 
 def _print_status(sweep_dir: Path, as_json: bool = False) -> list:
@@ -202,6 +205,14 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from orchestrator import pipeline_commands
+
+    command = {"plan": pipeline_commands.plan_command, "profile": pipeline_commands.profile_command}
+    print(command[args.pipeline_command](args.overrides))
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from jobs.environment import environment_hash, fingerprint
 
@@ -219,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dnnbench",
         description="Benchmark distributed deep-learning training frameworks on SLURM.",
+        epilog="Example: dnnbench run model=resnet18 gpus=2 steps=20   (each COMMAND --help has more)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -278,12 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true")
     env.set_defaults(func=cmd_env)
 
-    for extension in ("orchestrator.cli_extensions",):
-        try:
-            module = __import__(extension, fromlist=["add_parsers"])
-        except ImportError:
-            continue
-        module.add_parsers(sub)
+    for name, text, example in (
+        ("plan", "print the pipeline plan for a config", "dnnbench plan model=resnet50 gpus=4"),
+        ("profile", "profile a model's blocks (cached)", "dnnbench profile model=resnet50 batch_size=32"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.\nExample: {example}",
+                             epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        cmd.add_argument("overrides", nargs="*")
+        cmd.set_defaults(func=cmd_pipeline, pipeline_command=name)
+
     try:
         from analysis.cli import add_parsers as add_analysis_parsers
     except ImportError:

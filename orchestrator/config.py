@@ -143,13 +143,19 @@ def _check_model(name: str) -> list[str]:
 
 
 def _check_mnist(dataset: dict[str, Any]) -> list[str]:
+    return list(_mnist_problems(str(dataset["root"]), bool(dataset["download"])))
+
+
+@cache
+def _mnist_problems(root: str, download: bool) -> tuple[str, ...]:
+    """Checked once per (root, download) in a sweep: thousands of cells share one root."""
     from jobs.dataset_files import DatasetError, check_mnist_root
 
     try:
-        check_mnist_root(dataset["root"], bool(dataset["download"]))
+        check_mnist_root(root, download)
     except DatasetError as err:
-        return [f"dataset.root={dataset['root']}: {err}"]
-    return []
+        return (f"dataset.root={root}: {err}",)
+    return ()
 
 
 def _check_framework(config: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestrator import config as cfgmod
 from orchestrator.errors import ConfigError
+from orchestrator.fast_compose import FastComposer
 from orchestrator.frameworks import unavailable_reason
 
 
@@ -79,9 +80,10 @@ def plan(
     points = grid(arguments)
     seen: set[str] = set()
     problems: list[str] = []
+    composer = FastComposer()
     for index, overrides in enumerate(points):
         try:
-            config = cfgmod.resolved(cfgmod.compose(overrides))
+            config = composer.resolved(overrides)
             cfgmod.validate(config)
         except ConfigError as err:
             problems.append(f"cell {' '.join(overrides) or '(defaults)'}: {err}")

@@ -1,0 +1,123 @@
+"""The aggregation pipeline: sweeps → tables → figures → report, and reading it back.
+
+``aggregate(paths)`` is what ``dnnbench aggregate`` runs; ``read_results(dir)`` reloads
+a results folder (for ``plot``, ``report`` and ``compare`` on a pulled copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis import confounds
+from analysis.errors import AnalysisError
+
+ENVIRONMENTS_FILE = "environments.json"
+
+
+@dataclass
+class Aggregated:
+    results: Any
+    problems: Any
+    environments: dict[str, dict[str, Any]]
+    warnings: list[str]
+    stages: Any
+    loaded: Any = None
+    written: list[Path] = field(default_factory=list)
+
+
+def default_out(paths: list[str]) -> Path:
+    """SWEEP_DIR/results for one sweep; ./results for several."""
+    return Path(paths[0]) / "results" if len(paths) == 1 else Path("results")
+
+
+def collect(paths: list[str | os.PathLike[str]], progress: bool = True, workers: int | None = None) -> Aggregated:
+    """Read and compute; writes nothing."""
+    from analysis.load import load_sweeps
+    from analysis.table import build_results
+
+    loaded = load_sweeps(paths, progress=progress, workers=workers)
+    results = build_results(loaded)
+    return Aggregated(
+        results=results,
+        problems=loaded.problems,
+        environments=loaded.environments,
+        warnings=confounds.summary(results, loaded.environments),
+        stages=loaded.stages,
+        loaded=loaded,
+    )
+
+
+def aggregate(
+    paths: list[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    figures: bool = True,
+    report: bool = True,
+    progress: bool = True,
+    workers: int | None = None,
+) -> Aggregated:
+    """Tables (+ figures and report.html) for ``paths`` under ``out``."""
+    from analysis.outputs import write_tables
+
+    target = Path(out) if out else default_out([str(p) for p in paths])
+    done = collect(list(paths), progress=progress, workers=workers)
+    done.written += write_tables(target, done.results, done.loaded, done.warnings)
+    (target / ENVIRONMENTS_FILE).write_text(json.dumps(done.environments, indent=1, default=str))
+    done.written.append(target / ENVIRONMENTS_FILE)
+    if figures:
+        from analysis.figures import write_figures
+
+        done.written += write_figures(target, done.results, done.stages, done.warnings)
+    if report:
+        from analysis.report import write_report
+
+        done.written.append(write_report(target, done.results, done.problems, done.environments, done.warnings))
+    return done
+
+
+def is_results_path(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return p.suffix in (".csv", ".parquet") or (p / "results.parquet").exists() or (p / "results.csv").exists()
+
+
+def read_results(path: str | os.PathLike[str]) -> Aggregated:
+    """Reload a results folder (or a results.csv/.parquet file) written by :func:`aggregate`."""
+    import pandas as pd
+
+    p = Path(path)
+    folder = p.parent if p.suffix in (".csv", ".parquet") else p
+    table = p if p.suffix else (folder / "results.parquet")
+    if not table.exists():
+        table = folder / "results.csv"
+    try:
+        results = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
+    except (OSError, ValueError) as err:
+        raise AnalysisError(f"cannot read results table {table}: {err}") from err
+    for column in ("confound", "rank_environments_differ", "environment_hash"):
+        if column in results:
+            results[column] = results[column].fillna("").astype(str)
+    problems_file = folder / "incomplete.csv"
+    columns = ["sweep", "cell_id", "attempt", "status", "reason"]
+    problems = pd.read_csv(problems_file) if problems_file.exists() else pd.DataFrame(columns=columns)
+    env_file = folder / ENVIRONMENTS_FILE
+    environments = json.loads(env_file.read_text()) if env_file.exists() else {}
+    stages_file = folder / "stages.csv"
+    stages = pd.read_csv(stages_file) if stages_file.exists() else pd.DataFrame()
+    return Aggregated(
+        results=results,
+        problems=problems,
+        environments=environments,
+        warnings=confounds.summary(results, environments),
+        stages=stages,
+    )
+
+
+def load_any(path: str | os.PathLike[str], progress: bool = True) -> Aggregated:
+    """A sweep folder (aggregated in memory) or a results folder/table (read back)."""
+    if is_results_path(path) and not (Path(path) / "cells").is_dir():
+        return read_results(path)
+    return collect([path], progress=progress)

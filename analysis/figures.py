@@ -1,0 +1,248 @@
+"""Figures (seaborn/matplotlib, PNG + SVG): throughput, scaling, memory, stage balance.
+
+Each ``*_figure`` function takes the results table (or the stage table) and returns a
+matplotlib Figure or None when there is nothing to draw; :func:`write_figures` saves
+them. Colours are fixed per framework across every figure. Confound warnings go
+into each figure's caption (bottom text).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+KNOWN_FRAMEWORKS = ("ddp", "horovod", "pipeline", "model_parallel", "fsdp")
+FORMATS = ("png", "svg")
+
+
+def framework_colors(frameworks: Any) -> dict[str, Any]:
+    """The same colour for a framework in every figure (known ones fixed, others after)."""
+    import seaborn as sns
+
+    palette = sns.color_palette("colorblind", 10)
+    others = sorted(set(frameworks) - set(KNOWN_FRAMEWORKS))
+    order = [*KNOWN_FRAMEWORKS, *others]
+    return {name: palette[i % len(palette)] for i, name in enumerate(order)}
+
+
+def _setup() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    return plt
+
+
+def _caption(fig: Any, lines: list[str]) -> None:
+    if not lines:
+        return
+    width_chars = int(fig.get_figwidth() * 16)
+    text = "\n".join(textwrap.fill(line, width_chars) for line in lines)
+    # Caption below the axes: reserve its height (about 0.13 in a line at 7 pt) in inches.
+    needed = (0.13 * (text.count("\n") + 1) + 0.55) / fig.get_figheight()
+    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, needed))
+    fig.text(0.01, 0.005, text, ha="left", va="bottom", fontsize=7, color="#a00000")
+
+
+def _grid(plt: Any, rows: list[Any], cols: list[Any], width: float = 4.0, height: float = 3.2):
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)), squeeze=False)
+    return fig, axes
+
+
+def _series_label(framework: str, batch: Any, knobs: dict[str, Any], multi_batch: bool) -> str:
+    parts = [framework] + ([f"batch {batch}"] if multi_batch else [])
+    parts += [f"{k.removeprefix('cfg.')}={v}" for k, v in knobs.items()]
+    return ", ".join(parts)
+
+
+def _series(frame: Any):
+    """(label, framework, rows sorted by world size) per line to draw."""
+    knobs = [c for c in frame.columns if c.startswith("cfg.")]
+    keys = ["sweep", "framework", "batch_size", *knobs]
+    multi_batch = frame["batch_size"].nunique() > 1
+    multi_sweep = frame["sweep"].nunique() > 1
+    for values, rows in frame.groupby(keys, sort=True, dropna=False):
+        sweep, framework, batch, *knob_values = values
+        label = _series_label(framework, batch, dict(zip(knobs, knob_values, strict=True)), multi_batch)
+        if multi_sweep:
+            label = f"{sweep}: {label}"
+        yield label, framework, rows.sort_values("world_size")
+
+
+def throughput_figure(results: Any, warnings: list[str]) -> Any:
+    """Global throughput vs processes; rows = phase, columns = model; CI band and the
+    linear-scaling line (1-process throughput × processes, dashed)."""
+    if results.empty:
+        return None
+    plt = _setup()
+    colors = framework_colors(results["framework"])
+    phases = [p for p in ("train", "val") if p in set(results["phase"])]
+    models = sorted(results["model"].unique())
+    fig, axes = _grid(plt, phases, models)
+    for i, phase in enumerate(phases):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            frame = results[(results["phase"] == phase) & (results["model"] == model)]
+            for label, framework, rows in _series(frame):
+                color = colors[framework]
+                ax.plot(rows["world_size"], rows["throughput"], marker="o", color=color, label=label)
+                ax.fill_between(
+                    rows["world_size"], rows["ci95_low"], rows["ci95_high"], color=color, alpha=0.2, linewidth=0
+                )
+                base = rows["throughput"] / rows["speedup"]
+                if base.notna().any():
+                    ideal = base.dropna().iloc[0] * rows["world_size"]
+                    ax.plot(rows["world_size"], ideal, linestyle="--", color=color, alpha=0.6, linewidth=1)
+            ax.set_title(f"{model} — {phase}")
+            ax.set_xlabel("processes (GPUs)")
+            ax.set_ylabel("samples/s (global)")
+            ax.set_xticks(sorted(frame["world_size"].unique()))
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    fig.suptitle("Throughput vs processes (band: 95% CI; dashed: linear scaling from 1 process)")
+    fig.tight_layout()
+    _caption(fig, warnings)
+    return fig
+
+
+def scaling_figure(results: Any, warnings: list[str]) -> Any:
+    """Speedup (with the ideal y = x) and efficiency vs processes, training phase."""
+    frame = results[(results["phase"] == "train") & results["speedup"].notna()]
+    if frame.empty:
+        return None
+    plt = _setup()
+    colors = framework_colors(results["framework"])
+    models = sorted(frame["model"].unique())
+    fig, axes = _grid(plt, ["speedup", "efficiency"], models)
+    for j, model in enumerate(models):
+        sub = frame[frame["model"] == model]
+        top = sub["world_size"].max()
+        axes[0][j].plot([1, top], [1, top], color="grey", linestyle=":", label="ideal")
+        axes[1][j].axhline(1.0, color="grey", linestyle=":")
+        for label, framework, rows in _series(sub):
+            for i, metric in enumerate(("speedup", "efficiency")):
+                axes[i][j].plot(rows["world_size"], rows[metric], marker="o", color=colors[framework], label=label)
+        axes[0][j].set_title(f"{model} — train")
+        axes[0][j].set_ylabel("speedup vs 1 process")
+        axes[1][j].set_ylabel("scaling efficiency")
+        for i in range(2):
+            axes[i][j].set_xlabel("processes (GPUs)")
+            axes[i][j].set_xticks(sorted(sub["world_size"].unique()))
+        axes[0][j].legend(fontsize=7)
+    fig.suptitle("Speedup and scaling efficiency (training)")
+    fig.tight_layout()
+    _caption(fig, warnings)
+    return fig
+
+
+def memory_figure(results: Any, warnings: list[str]) -> Any:
+    """Peak memory per process (max over ranks); rows = phase, columns = model. CUDA: solid
+    bar = peak allocated, light bar behind it = peak reserved. CPU: peak RSS."""
+    from matplotlib.patches import Patch
+
+    if results.empty:
+        return None
+    plt = _setup()
+    colors = framework_colors(results["framework"])
+    phases = [p for p in ("train", "val") if p in set(results["phase"])]
+    models = sorted(results["model"].unique())
+    fig, axes = _grid(plt, phases, models)
+    frameworks = [f for f in colors if f in set(results["framework"])]
+    width = 0.8 / max(len(frameworks), 1)
+    for i, phase in enumerate(phases):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            sub = results[(results["phase"] == phase) & (results["model"] == model)]
+            sizes = sorted(sub["world_size"].unique())
+            for k, framework in enumerate(frameworks):
+                rows = sub[sub["framework"] == framework]
+                for row in rows.itertuples(index=False):
+                    x = sizes.index(row.world_size) + (k - (len(frameworks) - 1) / 2) * width
+                    if row.memory_kind == "cuda":
+                        ax.bar(x, _gib(row.peak_reserved_bytes), width, color=colors[framework], alpha=0.35)
+                        ax.bar(x, _gib(row.peak_allocated_bytes), width, color=colors[framework])
+                    else:
+                        ax.bar(x, _gib(row.peak_rss_bytes), width, color=colors[framework])
+            ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
+            ax.set_xlabel("processes (GPUs)")
+            ax.set_ylabel("GiB per process")
+            ax.set_title(f"{model} — {phase}")
+    kinds = set(results["memory_kind"])
+    handles = [Patch(color=colors[f], label=f) for f in frameworks]
+    if "cuda" in kinds:
+        handles += [
+            Patch(color="grey", label="allocated (solid)"),
+            Patch(color="grey", alpha=0.35, label="reserved (light)"),
+        ]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    note = (
+        "CPU run: memory_kind=rss, so bars are the peak resident set size per process, not GPU memory."
+        if kinds == {"rss"}
+        else "Mixed memory kinds: CUDA cells show allocated/reserved, CPU cells peak RSS."
+        if len(kinds) > 1
+        else "CUDA memory per GPU: peak allocated vs peak reserved by the caching allocator."
+    )
+    title = "Peak RSS per process (CPU)" if kinds == {"rss"} else "Peak GPU memory per process"
+    fig.suptitle(f"{title}, max over ranks")
+    fig.tight_layout()
+    _caption(fig, [note, *warnings])
+    return fig
+
+
+def _gib(value: Any) -> float:
+    try:
+        return float(value) / 2**30
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def stage_balance_figure(stages: Any, warnings: list[str], limit: int = 6) -> Any:
+    """Pipeline stage times, predicted vs measured, for up to ``limit`` cells."""
+    if stages is None or stages.empty:
+        return None
+    import pandas as pd
+    import seaborn as sns
+
+    plt = _setup()
+    cells = list(dict.fromkeys(stages["cell_id"]))[:limit]
+    fig, axes = _grid(plt, [0], cells)
+    for j, cell in enumerate(cells):
+        sub = stages[stages["cell_id"] == cell]
+        long = pd.melt(
+            sub, id_vars=["stage"], value_vars=["predicted_s", "measured_s"], var_name="kind", value_name="seconds"
+        ).dropna()
+        ax = axes[0][j]
+        sns.barplot(data=long, x="stage", y="seconds", hue="kind", ax=ax, errorbar=None)
+        first = sub.iloc[0]
+        ax.set_title(f"{first['model']} {first['framework']} ×{first['world_size']}\n{cell}", fontsize=8)
+    fig.suptitle("Pipeline stage balance: predicted vs measured time per stage")
+    fig.tight_layout()
+    _caption(fig, warnings)
+    return fig
+
+
+def write_figures(out: Path, results: Any, stages: Any, warnings: list[str]) -> list[Path]:
+    """Draw and save every figure that has data; returns the files written."""
+    figures = {
+        "throughput": throughput_figure(results, warnings),
+        "scaling": scaling_figure(results, warnings),
+        "memory": memory_figure(results, warnings),
+        "stage_balance": stage_balance_figure(stages, warnings),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures.items():
+        if fig is None:
+            continue
+        for fmt in FORMATS:
+            path = out / f"{name}.{fmt}"
+            fig.savefig(path, dpi=120, bbox_inches="tight")
+            written.append(path)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return written

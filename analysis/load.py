@@ -1,0 +1,516 @@
+"""Sweep folders → one row per cell × phase, plus the cells that could not be used and why.
+
+Which attempt counts for a cell: the newest attempt whose ``outcome.json`` says
+``completed`` or, without ``outcome.json``, whose dumps are all present and valid.
+Earlier attempts are ignored, never mixed. Every dump of the chosen attempt is read
+and validated against :mod:`jobs.schema`; one missing, corrupt, truncated or
+foreign-version dump excludes the whole cell (listed with its reasons), it never
+crashes the aggregation and never averages in.
+
+Global throughput of a cell and phase (the conservative definition)::
+
+    samples of the ranks with counts_samples=true  /  the longest phase time over all ranks
+
+Data parallel: every rank counts, so this is the sum of the ranks' samples over the
+slowest rank's time. Pipeline: only the last stage counts samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.errors import AnalysisError
+from analysis.stats import summarize
+from jobs import schema
+
+OUTCOME_FILE = "outcome.json"  # orchestrator.paths.OUTCOME_FILE (not imported: keeps this light)
+# The keys that make two environments comparable; jobs.environment owns the list.
+COMPARABLE_KEYS = schema.COMPARABLE_KEYS
+_PARALLEL_MIN_CELLS = 400
+
+
+@dataclass
+class CellRead:
+    """What one cell folder yields: phase rows, per-rank memory rows, problems, context."""
+
+    sweep: str
+    cell_id: str
+    attempt: int | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    ranks: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    environment: dict[str, Any] | None = None
+    config_key: str | None = None
+    flat_config: dict[str, Any] | None = None
+
+    def problem(self, attempt: int | None, reason: str, excluded: bool = True) -> None:
+        self.problems.append(
+            {
+                "sweep": self.sweep,
+                "cell_id": self.cell_id,
+                "attempt": attempt,
+                "status": "excluded" if excluded else "note",
+                "reason": reason,
+            }
+        )
+
+
+@dataclass
+class Loaded:
+    """Everything read from one or more sweeps, as DataFrames (see docs/analysis.md)."""
+
+    cells: Any  # pandas.DataFrame: a row per cell × phase
+    ranks: Any  # pandas.DataFrame: a row per cell × phase × rank (memory, throughput)
+    stages: Any  # pandas.DataFrame: pipeline stage balance (may be empty)
+    problems: Any  # pandas.DataFrame: sweep, cell_id, attempt, status, reason
+    environments: dict[str, dict[str, Any]]  # environment_hash → comparable fields
+    configs: dict[str, dict[str, Any]]  # config_key → flattened config (minus repeat)
+    sweeps: dict[str, str]  # sweep name → path
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_sweeps(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
+    """Sweep name → root for each path: a sweep (has ``cells/``) or a folder of sweeps."""
+    found: dict[str, Path] = {}
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if (path / "cells").is_dir():
+            roots = [path]
+        elif path.is_dir():
+            roots = sorted(p for p in path.iterdir() if (p / "cells").is_dir())
+        else:
+            roots = []
+        if not roots:
+            raise AnalysisError(
+                f"{raw}: not a sweep folder (no cells/ inside, nor sweeps below it). "
+                "Pass the SWEEP_DIR that `dnnbench sweep` printed."
+            )
+        for root in roots:
+            name = root.resolve().name
+            if name in found and found[name].resolve() != root.resolve():
+                name = f"{root.resolve().parent.name}/{name}"
+            found[name] = root
+    return found
+
+
+def _cell_dirs(root: Path) -> list[Path]:
+    with os.scandir(root / "cells") as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir())
+
+
+def _attempts(cell_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    with os.scandir(cell_dir) as entries:
+        for entry in entries:
+            head, _, number = entry.name.partition("_")
+            if head == "attempt" and number.isdigit() and entry.is_dir():
+                found.append((int(number), Path(entry.path)))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read()), None
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return None, f"unreadable ({type(err).__name__}: {err})"
+
+
+def _read_attempt(attempt_dir: Path, expected: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """(valid dumps sorted by rank, every reason the attempt is not complete and valid).
+
+    ``expected`` (the outcome's ``ranks_expected``) saves listing the folder, a metadata
+    operation that dominates on a parallel file system.
+    """
+    docs: dict[int, dict[str, Any]] = {}
+    reasons: list[str] = []
+    if isinstance(expected, int) and not isinstance(expected, bool) and expected > 0:
+        names = [schema.dump_filename(r) for r in range(expected)]
+    else:
+        with os.scandir(attempt_dir) as entries:
+            names = [e.name for e in entries if e.name.startswith("rank_") and e.name.endswith(".json")]
+    for name in sorted(names):
+        number = name[len("rank_") : -len(".json")]
+        if not number.isdigit():
+            continue
+        rank = int(number)
+        doc, error = _read_json(attempt_dir / name)
+        if error:
+            reasons.append(f"rank {rank}: {'no dump' if error == 'missing' else error}")
+            continue
+        invalid = schema.validate(doc)
+        if invalid:
+            reasons.append(f"rank {rank}: invalid dump: " + "; ".join(invalid[:3]))
+            continue
+        if doc["rank"] != rank:
+            reasons.append(f"rank {rank}: {name} holds rank {doc['rank']} (duplicated rank)")
+            continue
+        docs[rank] = doc
+    if not docs:
+        return [], reasons or ["no rank dumps"]
+    worlds = {d["world_size"] for d in docs.values()}
+    if len(worlds) > 1:
+        return [], [*reasons, f"ranks disagree on world_size: {sorted(worlds)}"]
+    world = worlds.pop()
+    reasons += [f"rank {r}: no dump" for r in range(world) if r not in docs and not _has(reasons, r)]
+    reasons += [f"rank {r}: beyond world_size {world}" for r in docs if r >= world]
+    for key in ("cell_id", "repeat", "framework", "model"):
+        values = {str(d[key]) for d in docs.values()}
+        if len(values) > 1:
+            reasons.append(f"ranks disagree on {key}: {sorted(values)}")
+    return [docs[r] for r in sorted(docs)], reasons
+
+
+def _has(reasons: list[str], rank: int) -> bool:
+    return any(r.startswith(f"rank {rank}:") for r in reasons)
+
+
+def _choose_attempt(cell: CellRead, cell_dir: Path):
+    """(attempt number, its dumps) of the attempt that counts, or (None, None)."""
+    attempts = _attempts(cell_dir)
+    if not attempts:
+        cell.problem(None, "no attempt folder (never started)")
+        return None, None
+    skipped: list[tuple[int, str]] = []
+    for number, path in reversed(attempts):
+        outcome, error = _read_json(path / OUTCOME_FILE)
+        if isinstance(outcome, dict) and outcome.get("state") == "completed":
+            docs, reasons = _read_attempt(path, outcome.get("ranks_expected"))
+            if reasons:
+                cell.problem(number, f"attempt {number} says completed but: " + "; ".join(reasons))
+                return None, None
+            chosen = number
+        elif outcome is not None or (error and error != "missing"):
+            state = outcome.get("state", "?") if isinstance(outcome, dict) else f"outcome {error}"
+            why = outcome.get("reasons", []) if isinstance(outcome, dict) else []
+            cls = outcome.get("failure_class") if isinstance(outcome, dict) else None
+            detail = f"{state}" + (f" ({cls})" if cls else "")
+            skipped.append((number, detail + (": " + "; ".join(map(str, why[:3])) if why else "")))
+            continue
+        else:
+            docs, reasons = _read_attempt(path)
+            if reasons:
+                skipped.append((number, "no outcome.json and " + "; ".join(reasons)))
+                continue
+            chosen = number
+        for later, detail in skipped:
+            cell.problem(later, f"attempt {later} ignored ({detail}); using attempt {chosen}", excluded=False)
+        for older, older_path in attempts:
+            if older < chosen:
+                previous, _ = _read_json(older_path / OUTCOME_FILE)
+                if isinstance(previous, dict) and previous.get("state") == "completed":
+                    cell.problem(
+                        older,
+                        f"attempt {older} also completed: ignored "
+                        f"(only the newest completed attempt, {chosen}, counts)",
+                        excluded=False,
+                    )
+        return chosen, docs
+    for number, detail in skipped:
+        cell.problem(number, f"attempt {number}: {detail}")
+    return None, None
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """Identifies a configuration: the resolved config minus ``repeat`` (repeats share it)."""
+    measured = {k: v for k, v in config.items() if k != "repeat"}
+    text = json.dumps(measured, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def comparable_environment(env: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an environment that decide comparability, nested dicts flattened."""
+    out: dict[str, Any] = {}
+    for key in COMPARABLE_KEYS:
+        value = env.get(key)
+        if isinstance(value, dict):
+            for sub, subvalue in sorted(value.items()):
+                out[f"{key}.{sub}"] = subvalue
+        else:
+            out[key] = value
+    return out
+
+
+def _max_or_none(values: Iterable[Any]) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _phase_row(docs: list[dict[str, Any]], phase: str) -> tuple[dict[str, Any], str | None]:
+    records = [d["phases"][phase] for d in docs]
+    counting = [p for d, p in zip(docs, records, strict=True) if d["counts_samples"]]
+    if not counting:
+        return {}, f"{phase}: no rank has counts_samples=true"
+    samples = sum(p["samples"] for p in counting)
+    seconds = max(p["seconds"] for p in records)
+    steps = min(len(p["step_times_s"]) for p in records)
+    per_step = math.fsum(p["samples"] / p["timed_steps"] for p in counting if p["timed_steps"])
+    step_tp = []
+    for i in range(steps):
+        slowest = max(p["step_times_s"][i] for p in records)
+        if slowest > 0:
+            step_tp.append(per_step / slowest)
+    step_stats = summarize(step_tp)
+    correct = [p.get("correct") for p in records if p.get("correct") is not None]
+    evaluated = [p.get("evaluated") for p in records if p.get("evaluated") is not None]
+    losses = [p["loss"] for p in records if p.get("loss") is not None]
+    row = {
+        "phase": phase,
+        "samples": samples,
+        "seconds": seconds,
+        "throughput": samples / seconds if seconds > 0 else math.nan,
+        "rank_throughput_min": min(p["throughput_samples_per_s"] for p in counting),
+        "rank_throughput_max": max(p["throughput_samples_per_s"] for p in counting),
+        "timed_steps": steps,
+        "step_time_mean_s": math.fsum(per_step / t for t in step_tp) / len(step_tp) if step_tp else math.nan,
+        **{f"step_{k}": v for k, v in step_stats.items()},
+        "peak_allocated_bytes": _max_or_none(p["memory"].get("peak_allocated_bytes") for p in records),
+        "peak_reserved_bytes": _max_or_none(p["memory"].get("peak_reserved_bytes") for p in records),
+        "peak_rss_bytes": _max_or_none(p["memory"].get("peak_rss_bytes") for p in records),
+        "accuracy": sum(correct) / sum(evaluated) if evaluated and sum(evaluated) else math.nan,
+        "evaluated": sum(evaluated) if evaluated else 0,
+        "loss": math.fsum(losses) / len(losses) if losses else math.nan,
+    }
+    return row, None
+
+
+def _stage_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pipeline stage balance, tolerant of the section's exact shape (absent → [])."""
+    rows: list[dict[str, Any]] = []
+    for doc in docs:
+        section = doc.get("pipeline")
+        if not isinstance(section, dict):
+            continue
+        stages = section.get("per_stage", section.get("stages"))
+        if isinstance(stages, list) and stages:
+            for index, stage in enumerate(stages):
+                if isinstance(stage, dict):
+                    rows.append(_stage(stage, index))
+            break  # one rank's list describes every stage
+        if "predicted_s" in section or "measured_s" in section:
+            rows.append(_stage(section, section.get("stage", doc["rank"])))
+    return [r for r in rows if r["predicted_s"] is not None or r["measured_s"] is not None]
+
+
+def _stage(stage: dict[str, Any], index: Any) -> dict[str, Any]:
+    def number(*names: str) -> float | None:
+        for name in names:
+            value = stage.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
+
+    return {
+        "stage": stage.get("stage", stage.get("index", index)),
+        "predicted_s": number("predicted_stage_s", "predicted_s", "predicted_time_s", "predicted"),
+        "measured_s": number("measured_stage_s", "measured_s", "measured_time_s", "measured"),
+    }
+
+
+def read_cell(sweep: str, cell_dir: str) -> CellRead:
+    """Read one cell folder; never raises for bad content (problems are recorded)."""
+    path = Path(cell_dir)
+    cell = CellRead(sweep=sweep, cell_id=path.name)
+    try:
+        attempt, docs = _choose_attempt(cell, path)
+    except OSError as err:
+        cell.problem(None, f"unreadable cell folder: {err}")
+        return cell
+    if attempt is None or not docs:
+        return cell
+    first = docs[0]
+    if first["cell_id"] != cell.cell_id:
+        cell.problem(attempt, f"folder {path.name} holds dumps of cell {first['cell_id']}", excluded=False)
+        cell.cell_id = first["cell_id"]
+    cell.attempt = attempt
+    config = first["config"]
+    hashes = sorted({d["environment_hash"] for d in docs})
+    cell.environment = comparable_environment(first["environment"])
+    cell.config_key = config_key(config)
+    cell.flat_config = flatten({k: v for k, v in config.items() if k != "repeat"})
+    base = {
+        "sweep": sweep,
+        "cell_id": cell.cell_id,
+        "attempt": attempt,
+        "config_key": cell.config_key,
+        "framework": first["framework"],
+        "model": first["model"],
+        "dataset": first["dataset"],
+        "precision": config.get("precision"),
+        "batch_size": config.get("batch_size"),
+        "gpus": config.get("gpus"),
+        "nodes": config.get("nodes"),
+        "world_size": first["world_size"],
+        "repeat": first["repeat"],
+        "device_type": first["device_type"],
+        "memory_kind": first["memory_kind"],
+        "environment_hash": first["environment_hash"],
+        "rank_environments_differ": _rank_env_difference(docs) if len(hashes) > 1 else "",
+    }
+    rows = []
+    for phase in schema.PHASES:
+        row, error = _phase_row(docs, phase)
+        if error:
+            cell.problem(attempt, error)
+            return cell
+        rows.append({**base, **row})
+    cell.rows = rows
+    cell.ranks = [
+        {
+            "sweep": sweep,
+            "cell_id": cell.cell_id,
+            "phase": phase,
+            "rank": d["rank"],
+            "node_rank": d["node_rank"],
+            "counts_samples": d["counts_samples"],
+            "memory_kind": d["memory_kind"],
+            "throughput": d["phases"][phase]["throughput_samples_per_s"],
+            "peak_allocated_bytes": d["phases"][phase]["memory"].get("peak_allocated_bytes"),
+            "peak_reserved_bytes": d["phases"][phase]["memory"].get("peak_reserved_bytes"),
+            "peak_rss_bytes": d["phases"][phase]["memory"].get("peak_rss_bytes"),
+        }
+        for d in docs
+        for phase in schema.PHASES
+    ]
+    cell.stages = [
+        {
+            "sweep": sweep,
+            "cell_id": cell.cell_id,
+            "framework": first["framework"],
+            "model": first["model"],
+            "world_size": first["world_size"],
+            "repeat": first["repeat"],
+            **stage,
+        }
+        for stage in _stage_rows(docs)
+    ]
+    return cell
+
+
+def _rank_env_difference(docs: list[dict[str, Any]]) -> str:
+    reference = comparable_environment(docs[0]["environment"])
+    differences = []
+    for doc in docs[1:]:
+        env = comparable_environment(doc["environment"])
+        for key, value in env.items():
+            if value != reference.get(key):
+                differences.append(f"rank {doc['rank']} {key}={value} vs rank 0 {reference.get(key)}")
+    return "; ".join(differences[:5]) or "environment_hash differs between ranks"
+
+
+# --------------------------------------------------------------------------- many cells
+
+
+def _read_chunk(jobs: list[tuple[str, str]]) -> list[CellRead]:
+    return [read_cell(sweep, cell_dir) for sweep, cell_dir in jobs]
+
+
+def iter_cells(jobs: list[tuple[str, str]], workers: int | None = None) -> Iterator[tuple[int, list[CellRead]]]:
+    """Read cells, in worker processes when there are many; yields (done count, batch)."""
+    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if workers <= 1 or len(jobs) < _PARALLEL_MIN_CELLS:
+        for sweep, cell_dir in jobs:
+            yield 1, [read_cell(sweep, cell_dir)]
+        return
+    size = max(50, len(jobs) // (workers * 8))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for chunk, result in zip(chunks, pool.map(_read_chunk, chunks), strict=True):
+            yield len(chunk), result
+
+
+def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, workers: int | None = None) -> Loaded:
+    """Read every cell of every sweep in ``paths`` into DataFrames (see :class:`Loaded`)."""
+    import pandas as pd
+
+    sweeps = find_sweeps(paths)
+    jobs = [(name, str(d)) for name, root in sweeps.items() for d in _cell_dirs(root)]
+    rows: list[dict[str, Any]] = []
+    ranks: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
+    environments: dict[str, dict[str, Any]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    with _progress(progress, len(jobs)) as advance:
+        for done, batch in iter_cells(jobs, workers):
+            for cell in batch:
+                rows += cell.rows
+                ranks += cell.ranks
+                stages += cell.stages
+                problems += cell.problems
+                if cell.rows and cell.environment is not None:
+                    environments.setdefault(cell.rows[0]["environment_hash"], cell.environment)
+                if cell.config_key and cell.flat_config is not None:
+                    configs.setdefault(cell.config_key, cell.flat_config)
+            advance(done)
+    problem_columns = ["sweep", "cell_id", "attempt", "status", "reason"]
+    return Loaded(
+        cells=pd.DataFrame(rows),
+        ranks=pd.DataFrame(ranks),
+        stages=pd.DataFrame(stages),
+        problems=pd.DataFrame(problems, columns=problem_columns).astype({"attempt": "Int64"}),
+        environments=environments,
+        configs=configs,
+        sweeps={name: str(root) for name, root in sweeps.items()},
+    )
+
+
+class _progress:
+    """A rich progress bar over cells (to stderr); a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.bar, self.task = enabled, total, None, None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("reading cells", total=self.total)
+        return self.advance
+
+    def advance(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, count)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,154 @@
+"""Cells → results: repeats combined, statistics, speedup and scaling efficiency.
+
+A configuration is a set of cells of one sweep that differ only in ``config.repeat``.
+Per configuration and phase:
+
+- ``throughput``: mean over repeats of each repeat's global throughput (samples/s).
+- ``mean, median, std, n, ci95_low, ci95_high, cv``: statistics of the values named by
+  ``ci_basis``: ``repeats`` (each repeat's global throughput; ``mean == throughput``) or,
+  with a single repeat, ``timed_steps`` (per-step global throughput: samples per step of
+  the counting ranks / the slowest rank's step time). ``none`` when fewer than two values.
+  The interval is a t-based 95 % confidence interval of the mean.
+- ``speedup = throughput / throughput of the 1-process configuration`` of the same
+  framework, model, dataset, precision, batch size and phase (same sweep preferred);
+  ``efficiency = speedup / world_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from analysis import confounds
+from analysis.stats import t_quantile_975
+
+IDENTITY = [
+    "sweep",
+    "config_key",
+    "framework",
+    "model",
+    "dataset",
+    "precision",
+    "batch_size",
+    "gpus",
+    "nodes",
+    "world_size",
+    "device_type",
+    "memory_kind",
+    "phase",
+]
+BASELINE_KEY = ["framework", "model", "dataset", "precision", "batch_size", "phase"]
+STAT_COLUMNS = ["mean", "median", "std", "n", "ci95_low", "ci95_high", "cv", "ci_basis"]
+# Config fields that are not swept knobs even when they vary.
+_NOT_KNOBS = {"gpus", "nodes", "framework.name", "model.name", "dataset.name", "precision", "batch_size", "repeats"}
+
+
+def _join(values: Any) -> str:
+    return ";".join(sorted({str(v) for v in values}))
+
+
+def combine_repeats(cells: Any) -> Any:
+    """One row per configuration × phase with the statistics of the module docstring."""
+    import numpy as np
+    import pandas as pd
+
+    if cells.empty:
+        return pd.DataFrame(columns=[*IDENTITY, "throughput", *STAT_COLUMNS])
+    cells = cells.assign(cell_attempt=cells["cell_id"] + ":" + cells["attempt"].astype(str))
+    grouped = cells.groupby(IDENTITY, sort=True, dropna=False)
+    out = grouped.agg(
+        repeats=("cell_id", "size"),
+        throughput=("throughput", "mean"),
+        mean=("throughput", "mean"),
+        median=("throughput", "median"),
+        std=("throughput", "std"),
+        step_mean=("step_mean", "first"),
+        step_median=("step_median", "first"),
+        step_std=("step_std", "first"),
+        step_n=("step_n", "first"),
+        seconds=("seconds", "mean"),
+        samples=("samples", "mean"),
+        timed_steps=("timed_steps", "first"),
+        peak_allocated_bytes=("peak_allocated_bytes", "max"),
+        peak_reserved_bytes=("peak_reserved_bytes", "max"),
+        peak_rss_bytes=("peak_rss_bytes", "max"),
+        accuracy=("accuracy", "mean"),
+        loss=("loss", "mean"),
+        environment_hash=("environment_hash", _join),
+        rank_environments_differ=("rank_environments_differ", _join),
+        cells=("cell_attempt", _join),
+    ).reset_index()
+    single = out["repeats"] < 2
+    out["n"] = out["repeats"].where(~single, out["step_n"]).astype(int)
+    for stat in ("mean", "median", "std"):
+        out[stat] = out[stat].where(~single, out[f"step_{stat}"])
+    out["ci_basis"] = np.where(single, "timed_steps", "repeats")
+    out.loc[out["n"] < 2, "ci_basis"] = "none"
+    t = out["n"].map(lambda n: t_quantile_975(n - 1) if n >= 2 else math.nan)
+    half = t * out["std"] / np.sqrt(out["n"].clip(lower=1))
+    out["ci95_low"] = out["mean"] - half
+    out["ci95_high"] = out["mean"] + half
+    out["cv"] = out["std"] / out["mean"]
+    return out.drop(columns=["step_mean", "step_median", "step_std", "step_n"])
+
+
+def add_scaling(results: Any) -> Any:
+    """Add ``speedup``, ``efficiency`` and the baseline used (``baseline_config_key``)."""
+    import numpy as np
+
+    results = results.copy()
+    results["speedup"] = np.nan
+    results["efficiency"] = np.nan
+    results["baseline_config_key"] = ""
+    results["baseline_environment_hash"] = ""
+    if results.empty:
+        return results
+    ones = results[results["world_size"] == 1]
+    best: dict[tuple[Any, ...], list[Any]] = {}
+    for row in ones.sort_values("repeats", ascending=False).itertuples(index=False):
+        best.setdefault(tuple(getattr(row, k) for k in BASELINE_KEY), []).append(row)
+    speedup, baseline_key, baseline_env = [], [], []
+    for row in results.itertuples(index=False):
+        candidates = best.get(tuple(getattr(row, k) for k in BASELINE_KEY), [])
+        same_sweep = [c for c in candidates if c.sweep == row.sweep]
+        chosen = (same_sweep or candidates or [None])[0]
+        if chosen is None or not chosen.throughput:
+            speedup.append(math.nan)
+            baseline_key.append("")
+            baseline_env.append("")
+            continue
+        speedup.append(row.throughput / chosen.throughput)
+        baseline_key.append(chosen.config_key)
+        baseline_env.append(chosen.environment_hash.split(";")[0])
+    results["speedup"] = speedup
+    results["efficiency"] = results["speedup"] / results["world_size"]
+    results["baseline_config_key"] = baseline_key
+    results["baseline_environment_hash"] = baseline_env
+    return results
+
+
+def swept_knobs(results: Any, configs: dict[str, dict[str, Any]]) -> Any:
+    """Add a column per config field that varies between configurations (other than the
+    identity columns), so that rows differing only in such a knob stay distinguishable."""
+    import pandas as pd
+
+    keys = list(dict.fromkeys(results["config_key"])) if not results.empty else []
+    if len(keys) < 2:
+        return results
+    frame = pd.DataFrame([configs.get(k, {}) for k in keys], index=keys)
+    varying = [c for c in frame.columns if c not in _NOT_KNOBS and frame[c].astype(str).nunique() > 1]
+    if not varying:
+        return results
+    knobs = frame[varying].add_prefix("cfg.")
+    return results.join(knobs, on="config_key")
+
+
+def build_results(loaded: Any) -> Any:
+    """The results table: repeats combined, scaling, swept knobs and confound flags."""
+    results = combine_repeats(loaded.cells)
+    results = add_scaling(results)
+    results = swept_knobs(results, loaded.configs)
+    results = confounds.flag(results, loaded.environments)
+    return results.sort_values(
+        ["sweep", "phase", "framework", "model", "batch_size", "world_size"], kind="stable"
+    ).reset_index(drop=True)
