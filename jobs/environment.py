@@ -106,10 +106,13 @@ def _gpu_driver() -> str | None:
     return None
 
 
-def fingerprint(extra_threads: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything about this process's environment that a result depends on."""
+def fingerprint(extra_threads: dict[str, Any] | None = None, *, with_torch: bool = True) -> dict[str, Any]:
+    """Everything about this process's environment that a result depends on.
+
+    ``with_torch=False`` skips importing torch (CUDA details come out null).
+    """
     threads = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    details = _torch_details()
+    details = _torch_details() if with_torch else {"cuda": None, "cudnn": None, "nccl": None, "gpu_name": None}
     threads["torch_intra_op_threads"] = details.pop("torch_intra_op_threads", None)
     threads.update(extra_threads or {})
     env = {
