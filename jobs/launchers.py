@@ -78,7 +78,18 @@ def register(launcher: Launcher) -> Launcher:
     return launcher
 
 
+class NoopLauncher(Launcher):
+    """``framework=noop``: one process writes every rank's dump, nothing is trained."""
+
+    name = "noop"
+    per_node = False
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        return [spec.python, "-m", "jobs.noop", spec.cell_file, spec.out_dir]
+
+
 register(TorchrunLauncher())
+register(NoopLauncher())
 
 
 def get_launcher(name: str) -> Launcher:
@@ -86,3 +97,6 @@ def get_launcher(name: str) -> Launcher:
         return LAUNCHERS[name]
     except KeyError:
         raise ValueError(f"unknown launcher {name!r}: expected one of {', '.join(sorted(LAUNCHERS))}") from None
+
+
+import jobs.launchers_horovod  # noqa: E402,F401  (registers "horovodrun"; imports no horovod)

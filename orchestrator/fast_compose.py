@@ -63,7 +63,7 @@ class FastComposer:
             and not override.is_delete()
             and not override.is_force_add()
             and override.package is None
-            and override.key_or_group.split(".")[0] not in config_groups()
+            and override.key_or_group not in config_groups()
             and "@" not in override.key_or_group
         )
 

@@ -8,7 +8,9 @@ returns the problems of one resolved config (empty when fine).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 Checker = Callable[[dict[str, Any]], list[str]]
@@ -16,7 +18,7 @@ CHECKERS: dict[str, Checker] = {}
 # name -> function giving the reason the framework cannot run on this machine, or None.
 AVAILABILITY: dict[str, Callable[[], str | None]] = {}
 LAUNCHER_OF = {"ddp": "torchrun", "horovod": "horovodrun", "pipeline": "torchrun",
-               "model_parallel": "torchrun"}  # fmt: skip
+               "model_parallel": "torchrun", "noop": "noop"}  # fmt: skip
 
 
 def checker(name: str) -> Callable[[Checker], Checker]:
@@ -45,9 +47,20 @@ def unavailable_reason(config: dict[str, Any]) -> str | None:
     return fn() if fn else None
 
 
+HOROVOD_INSTALL = "scripts/install-horovod.sh (or `make horovod`)"
+
+
 def _horovod_missing() -> str | None:
-    if importlib.util.find_spec("horovod") is None:
-        return "horovod is not installed: run scripts/install-horovod.sh (or `make horovod`)"
+    """Checked without importing horovod (that would import torch on the login node)."""
+    try:
+        spec = importlib.util.find_spec("horovod")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return f"horovod is not installed in {sys.executable}: run {HOROVOD_INSTALL}"
+    folders = [Path(p) / "torch" for p in spec.submodule_search_locations or ()]
+    if not any(next(folder.glob("mpi_lib_v2*"), None) for folder in folders if folder.is_dir()):
+        return f"horovod is installed but was built without PyTorch support: run {HOROVOD_INSTALL} --force-rebuild"
     return None
 
 
@@ -63,3 +76,6 @@ def _check_horovod(config: dict[str, Any]) -> list[str]:
     if knobs["fusion_threshold_mb"] < 0:
         problems.append("horovod.fusion_threshold_mb: must be ≥ 0")
     return problems
+
+
+import orchestrator.pipeline_checks  # noqa: E402,F401 - registers the pipeline/model_parallel checkers

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from itertools import combinations
+from itertools import combinations, pairwise
 from typing import Any
 
 GB = 1e9
@@ -239,7 +239,7 @@ def check_split(split: list[int], n: int, virtual: int) -> None:
             f"pipeline.split={split}: {virtual} stages need {virtual - 1} first-block indices"
         )
     bounds = [0, *split, n]
-    if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(bounds)):
         raise PlanError(
             f"pipeline.split={split}: indices must increase strictly within 1..{n - 1} "
             f"(the model has {n} blocks)"

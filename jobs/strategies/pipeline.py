@@ -337,7 +337,7 @@ def pipeline_section(strategy: PipelineStrategy, records: list[dict[str, Any]]) 
             "max_inflight_microbatches": max((st["max_inflight_microbatches"] for _, st in mine),
                                              default=0),
             "predicted_inflight_microbatches": sp.inflight_microbatches,
-        })  # fmt: skip
+        })
     measured_times = [s["measured_stage_s"] for s in per_stage if s["measured_stage_s"] is not None]
     bottleneck = max(per_stage, key=lambda s: s["measured_stage_s"] or 0.0)
     bubbles = [1.0 - rec["busy_s"] / rec["step_s"] for rec in records if rec["step_s"]]
@@ -357,7 +357,7 @@ def pipeline_section(strategy: PipelineStrategy, records: list[dict[str, Any]]) 
             "bottleneck": plan.bottleneck, "bottleneck_s": plan.bottleneck_s,
             "step_s": plan.step_s, "bubble_fraction": plan.bubble_fraction,
             "plan_seconds": plan.plan_seconds,
-        },  # fmt: skip
+        },
         "measured": {
             "step_s": _mean([rec["step_s"] for rec in records]),
             "bottleneck_stage": bottleneck["stage"] if measured_times else None,

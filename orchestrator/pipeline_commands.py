@@ -1,0 +1,93 @@
+"""``dnnbench profile`` and ``dnnbench plan``: the pipeline's profiler and planner from the CLI.
+
+Both compose the same config a cell would get (framework=pipeline unless another is
+given), validate it, and return printable text. Profiles run on this machine's device
+(``device=auto``: the GPU when there is one) and are cached; planning from a cached
+profile needs no GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator import config as cfgmod
+from orchestrator.errors import ConfigError
+
+
+def _config(overrides: list[str]) -> dict[str, Any]:
+    import orchestrator.pipeline_checks  # noqa: F401 - registers the checkers
+
+    if not any(o.lstrip("+~").startswith("framework=") for o in overrides):
+        overrides = ["framework=pipeline", *overrides]
+    config = cfgmod.resolved(cfgmod.compose(overrides))
+    cfgmod.validate(config)
+    if config["framework"]["name"] not in ("pipeline", "model_parallel"):
+        raise ConfigError(
+            f"framework={config['framework']['name']}: profile/plan are for pipeline or model_parallel"
+        )
+    return config
+
+
+def _profile(config: dict[str, Any], refresh: bool = False):
+    import torch
+
+    from jobs.models import build_model
+    from jobs.pipeline.planner import Layout
+    from jobs.pipeline.profiler import cached_profile
+    from jobs.strategies.base import resolve_device
+
+    dataset = config["dataset"]
+    layout = Layout.of(config["framework"]["name"], config["pipeline"],
+                       config["gpus"] * config["nodes"])  # fmt: skip
+    torch.set_num_threads(config["threads_per_process"])
+    device = resolve_device(config["device"], 0)
+    return cached_profile(
+        lambda: build_model(config["model"]["name"], num_classes=dataset["num_classes"],
+                            in_channels=dataset["channels"]),
+        config["model"]["name"],
+        [dataset["channels"], dataset["image_size"], dataset["image_size"]],
+        config["batch_size"] // layout.microbatches, device, config["precision"],
+        refresh=refresh,
+    )  # fmt: skip
+
+
+def profile_command(overrides: list[str]) -> str:
+    """The per-block profile of the configured model at its micro-batch size."""
+    from jobs.pipeline.profiler import format_profile
+
+    profile, path, hit = _profile(_config(overrides))
+    return f"{format_profile(profile)}\n{'cached' if hit else 'measured'}: {path}"
+
+
+def plan_command(overrides: list[str]) -> str:
+    """The planner's stages for the configured processes (``gpus × nodes``)."""
+    from jobs.pipeline import planner
+
+    config = _config(overrides)
+    profile, path, hit = _profile(config)
+    processes = config["gpus"] * config["nodes"]
+    layout = planner.Layout.of(config["framework"]["name"], config["pipeline"], processes)
+    cluster = config["cluster"]
+    topology = planner.Topology(
+        processes=processes, per_node=config["gpus"],
+        intranode_gbps=cluster["intranode_gbps"], interconnect_gbps=cluster["interconnect_gbps"],
+    )  # fmt: skip
+    try:
+        result = planner.plan(
+            profile, stages=layout.stages, replicas=layout.replicas,
+            microbatches=layout.microbatches, topology=topology, schedule=layout.schedule,
+            split=list(config["pipeline"]["split"]) or None,
+        )  # fmt: skip
+    except planner.PlanError as err:
+        raise ConfigError(str(err)) from err
+    text = planner.format_plan(result, profile)
+    if layout.replicas == 1 and processes > 1 and not config["pipeline"]["split"]:
+        best = planner.choose_shape(profile, processes=processes, microbatches=layout.microbatches,
+                                    topology=topology, schedule=layout.schedule)  # fmt: skip
+        text += (
+            f"\nbest stages × replicas for {processes} processes (PipeDream replication): "
+            f"pipeline.stages={best.stages} pipeline.replicas={best.replicas}, predicted "
+            f"{best.replicas * config['batch_size'] / best.step_s:.1f} samples/s vs "
+            f"{config['batch_size'] / result.step_s:.1f}"
+        )
+    return f"{text}\nprofile {'cached' if hit else 'measured'}: {path}"
