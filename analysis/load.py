@@ -365,6 +365,8 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         "framework": first["framework"],
         "model": first["model"],
         "dataset": first["dataset"],
+        # Where batches came from: resident on the device, or read through a loader (timed).
+        "data_on_device": bool(((first.get("extra") or {}).get("data") or {}).get("on_device", False)),
         "precision": config.get("precision"),
         "batch_size": config.get("batch_size"),
         "gpus": config.get("gpus"),

@@ -14,6 +14,7 @@ RESULT_COLUMNS = [
     "framework",
     "model",
     "dataset",
+    "data_on_device",
     "precision",
     "batch_size",
     "gpus",

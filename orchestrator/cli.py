@@ -82,9 +82,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     points = sweep.grid(args.overrides)
     progress, task = _progress(len(points), "planning cells")
     with progress:
-        plan = sweep.plan(args.overrides, progress=lambda done, total: progress.update(task, completed=done))
+        plan = sweep.plan(
+            args.overrides,
+            progress=lambda done, total: progress.update(task, completed=done),
+            check_data=not args.dry_run,
+        )
     sweep_dir = Path(args.sweep_dir).resolve() if args.sweep_dir else default_sweep_dir(args.overrides)
     if args.dry_run:
+        from orchestrator.config import data_problems
+
+        for problem in sorted({p for cell in plan.cells for p in data_problems(cell.config)}):
+            print(f"warning (dry run): {problem}", file=sys.stderr)
         for cell in plan.cells:
             print(f"{cell.id}  {cell.label}" + (f"  [unavailable: {cell.unavailable}]" if cell.unavailable else ""))
     submitted, task = _progress(0 if args.dry_run else len(plan.cells), "running cells")

@@ -91,8 +91,12 @@ def _positive(config: dict[str, Any], key: str, value: Any, minimum: int = 1) ->
     return []
 
 
-def validate(config: dict[str, Any], *, check_model_name: bool = True) -> None:
-    """Raise :class:`ConfigError` listing every problem of a resolved cell config."""
+def validate(config: dict[str, Any], *, check_model_name: bool = True, check_data: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every problem of a resolved cell config.
+
+    ``check_data=False`` leaves out whether the dataset's files exist here (a dry run
+    planned on a machine that does not hold the data); :func:`data_problems` says it.
+    """
     problems: list[str] = []
     for key in ("gpus", "nodes", "batch_size", "repeats", "threads_per_process"):
         problems += _positive(config, key, config[key])
@@ -110,8 +114,8 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True) -> None:
     dataset = config["dataset"]
     if dataset["name"] not in ("mnist", "synthetic"):
         problems.append(f"dataset.name={dataset['name']}: expected mnist or synthetic")
-    elif dataset["name"] == "mnist":
-        problems += _check_mnist(dataset)
+    elif check_data:
+        problems += data_problems(config)
     cluster = config["cluster"]
     per_node = cluster.get("gpus_per_node")
     if per_node is not None and config["gpus"] > per_node:
@@ -142,7 +146,11 @@ def _check_model(name: str) -> list[str]:
     return [f"model.name={name}: not a torchvision classification model{hint}"]
 
 
-def _check_mnist(dataset: dict[str, Any]) -> list[str]:
+def data_problems(config: dict[str, Any]) -> list[str]:
+    """Why the cell's dataset cannot be read from here (empty for synthetic data)."""
+    dataset = config["dataset"]
+    if dataset["name"] != "mnist":
+        return []
     return list(_mnist_problems(str(dataset["root"]), bool(dataset["download"])))
 
 

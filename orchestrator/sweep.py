@@ -73,20 +73,21 @@ def plan(
     arguments: Sequence[str],
     *,
     progress: Callable[[int, int], None] | None = None,
+    check_data: bool = True,
 ) -> SweepPlan:
     """Compose and validate every cell; raise :class:`ConfigError` before anything runs."""
     started = time.perf_counter()
     result = SweepPlan(arguments=list(arguments))
     points = grid(arguments)
     seen: set[str] = set()
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     composer = FastComposer()
     for index, overrides in enumerate(points):
         try:
             config = composer.resolved(overrides)
-            cfgmod.validate(config)
+            cfgmod.validate(config, check_data=check_data)
         except ConfigError as err:
-            problems.append(f"cell {' '.join(overrides) or '(defaults)'}: {err}")
+            problems.append((str(err), " ".join(overrides) or "(defaults)"))
             continue
         for repeat in range(config["repeats"]):
             repeated = {**config, "repeat": repeat}
@@ -98,7 +99,20 @@ def plan(
         if progress:
             progress(index + 1, len(points))
     if problems:
-        more = f"\n… and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise ConfigError("\n".join(problems[:20]) + more)
+        raise ConfigError(_summarise(problems))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _summarise(problems: list[tuple[str, str]], limit: int = 10) -> str:
+    """One entry per distinct problem, naming the first cell and how many share it."""
+    by_message: dict[str, list[str]] = {}
+    for message, cell in problems:
+        by_message.setdefault(message, []).append(cell)
+    lines = []
+    for message, cells in list(by_message.items())[:limit]:
+        others = f" (and {len(cells) - 1} more cell(s))" if len(cells) > 1 else ""
+        lines.append(f"cell {cells[0]}{others}: {message}")
+    if len(by_message) > limit:
+        lines.append(f"… and {len(by_message) - limit} more distinct problem(s)")
+    return "\n".join(lines)
