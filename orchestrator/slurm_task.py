@@ -3,7 +3,8 @@
 ``python -m orchestrator.slurm_task CELLS_FILE`` (started by srun, one task per node).
 On USR2 (sent ``signal_delay_s`` before the time limit) node 0 requeues the job while
 requeues are left; the requeued run sets the interrupted attempt aside and starts the
-cell again, so dumps of two runs never mix.
+cell again, so dumps of two runs never mix. With no requeue left, node 0 writes the
+outcome (failed, class ``timeout``) before the task exits.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
+from jobs import schema
 from orchestrator.errors import CellFailedError
-from orchestrator.runner import NodeContext, run_cell
+from orchestrator.paths import OUTCOME_FILE
+from orchestrator.runner import NodeContext, Outcome, judge, run_cell
 
 
 def _node_address(name: str) -> str:
@@ -46,14 +50,37 @@ def task_key() -> str:
     return f"{array_job}_{index}" if array_job and index else os.environ["SLURM_JOB_ID"]
 
 
+# The attempt folder and world size of the cell this task runs (for the USR2 handler).
+_RUNNING: dict[str, object] = {}
+
+
+def _record_timeout(restarts: int, allowed: int) -> None:
+    """No requeue left: the cell ran out of time. Say so in its outcome (class ``timeout``).
+
+    The job then ends FAILED (exit 143) before Slurm's own limit, and USR2 has already
+    stopped the ranks: without this outcome the cell would read as a launcher error.
+    """
+    out_dir, world = _RUNNING.get("out_dir"), _RUNNING.get("world")
+    if not isinstance(out_dir, Path) or not isinstance(world, int) or (out_dir / OUTCOME_FILE).exists():
+        return
+    valid, _ = judge(out_dir, world)
+    reason = f"time limit near (USR2), no requeue left ({restarts} of {allowed} used)"
+    outcome = Outcome(state="failed", failure_class="timeout", ranks_expected=world, ranks_valid=valid,
+                      reasons=[reason])  # fmt: skip
+    schema.write_atomic(out_dir / OUTCOME_FILE, asdict(outcome))
+
+
 def _on_usr2(signum: int, frame: object) -> None:
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     allowed = int(os.environ.get("DNNBENCH_MAX_REQUEUES", "0"))
-    if int(os.environ.get("SLURM_NODEID", "0")) == 0 and restarts < allowed:
+    node0 = int(os.environ.get("SLURM_NODEID", "0")) == 0
+    if node0 and restarts < allowed:
         print(f"dnnbench: time limit near, requeue {restarts + 1}/{allowed}", file=sys.stderr, flush=True)
         subprocess.run(["scontrol", "requeue", task_key()], check=False)
     else:
         print("dnnbench: time limit near, no requeue left", file=sys.stderr, flush=True)
+        if node0:
+            _record_timeout(restarts, allowed)
     os._exit(143)
 
 
@@ -62,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     cells = json.loads(Path(args[0]).read_text())
     index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     cell_file, out_dir = cells[index]
+    config = json.loads(Path(cell_file).read_text())["config"]
+    _RUNNING.update(out_dir=Path(out_dir), world=int(config["gpus"]) * int(os.environ.get("SLURM_JOB_NUM_NODES", "1")))
     signal.signal(signal.SIGUSR2, _on_usr2)
     node = NodeContext(
         node_rank=int(os.environ.get("SLURM_NODEID", "0")),

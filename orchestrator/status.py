@@ -47,6 +47,8 @@ class CellStatus:
     attempt: int | None = None
     job: str | None = None
     detail: str = ""
+    # A failed attempt's rank traceback (error_rank_<r>.txt), when a rank raised.
+    traceback: str = ""
 
 
 def read_outcome(attempt_dir: Path) -> dict | None:
@@ -54,6 +56,16 @@ def read_outcome(attempt_dir: Path) -> dict | None:
         return json.loads((attempt_dir / OUTCOME_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_traceback(attempt_dir: Path) -> str:
+    """The first failing rank's traceback in an attempt folder, or ''."""
+    for path in sorted(attempt_dir.glob("error_rank_*.txt")):
+        try:
+            return path.read_text(errors="replace").strip()
+        except OSError:
+            continue
+    return ""
 
 
 def classify(
@@ -108,7 +120,14 @@ def collect(paths: SweepPaths, *, query: bool = True) -> list[CellStatus]:
         outcome = read_outcome(paths.cell(cell_id).attempt(row.attempt)) if row else None
         key = row.scheduler_key if row else None
         state, failure, detail = classify(row, outcome, scheduler.get(key) if key else None, detached=detached)
-        statuses.append(CellStatus(cell_id, label, state, failure, row.attempt if row else None, key, detail))
+        traceback = ""
+        if state == "failed" and row is not None:
+            traceback = read_traceback(paths.cell(cell_id).attempt(row.attempt))
+            if traceback:  # the exception line first: the table shows the start of the detail
+                detail = f"{traceback.splitlines()[-1]}; {detail}" if detail else traceback.splitlines()[-1]
+        statuses.append(
+            CellStatus(cell_id, label, state, failure, row.attempt if row else None, key, detail, traceback)
+        )
     return statuses
 
 

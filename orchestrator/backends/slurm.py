@@ -1,4 +1,4 @@
-"""Slurm: one array job per resource shape, rendered from sbatch_templates/array.sh.
+"""Slurm: one array job per resource shape (split at MaxArraySize), from sbatch_templates/array.sh.
 
 Submission writes the ledger row first (unique job name), then calls ``sbatch
 --parsable``, then records the job id. States come from one ``squeue`` call and one
@@ -28,6 +28,7 @@ from orchestrator.paths import SweepPaths
 from orchestrator.shell_safety import check_safe, render_setup
 
 CALL_TIMEOUT_S = 30
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[(.+)\]$")
 
 
@@ -94,6 +95,26 @@ def _expand_array(key: str) -> list[str]:
     return keys
 
 
+def max_array_size() -> int:
+    """Slurm's MaxArraySize (an array may hold that many tasks, indices 0..size-1)."""
+    result = _run(["scontrol", "show", "config"])
+    if result is not None and result.returncode == 0:
+        for line in result.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "MaxArraySize" and value.strip().isdigit():
+                return max(1, int(value.strip()))
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
+def split_groups(groups: list[ShapeGroup], limit: int) -> list[ShapeGroup]:
+    """Shape groups larger than the cluster's MaxArraySize become several arrays of that shape."""
+    return [
+        ShapeGroup(group.shape, group.cells[start : start + limit])
+        for group in groups
+        for start in range(0, len(group.cells), limit)
+    ]
+
+
 @register
 class SlurmBackend(Backend):
     name = "slurm"
@@ -102,7 +123,7 @@ class SlurmBackend(Backend):
     def write_scripts(self, paths: SweepPaths, groups: list[ShapeGroup]) -> list[Path]:
         """Dry run: the exact scripts a submission would use, nothing submitted."""
         written = []
-        for number, group in enumerate(groups):
+        for number, group in enumerate(split_groups(groups, max_array_size())):
             job_name = f"dnnbench-{paths.root.name}-dryrun{number}"
             cells_file = paths.jobs / f"{job_name}.cells.json"
             out_dirs = [str(paths.cell(c.cell_id).attempt(0)) for c in group.cells]
@@ -128,6 +149,7 @@ class SlurmBackend(Backend):
     ) -> list[str]:
         if shutil.which("sbatch") is None:
             raise SubmissionError("sbatch not found on PATH: submit from a Slurm login node, or use cluster=local")
+        groups = split_groups(groups, max_array_size())
         for group in groups:  # every script renders (and is checked) before the first sbatch
             render_script(paths, group, "check", paths.jobs / "check.cells.json", self.cluster)
         job_ids = []
@@ -141,8 +163,13 @@ class SlurmBackend(Backend):
             out_dirs = [str(paths.cell(c.cell_id).attempt(a)) for c, a in zip(group.cells, attempts, strict=True)]
             self._write(paths, group, job_name, cells_file, out_dirs)
             result = _run(["sbatch", "--parsable", str(script_path)])
-            if result is None or result.returncode != 0:
-                message = result.stderr.strip() if result else "sbatch did not answer"
+            if result is None:  # no answer: the job may exist; the next run asks Slurm by job name
+                raise SubmissionError(
+                    f"sbatch did not answer in {CALL_TIMEOUT_S} s for {script_path} (job name {job_name}); "
+                    "rerun the same command: it asks Slurm whether that job exists before submitting the rest"
+                )
+            if result.returncode != 0:
+                message = result.stderr.strip()
                 ledger.finish_submission(submission, None, "refused", message)
                 raise SubmissionError(f"sbatch refused {script_path}: {message}")
             job_id = result.stdout.strip().split(";")[0]
@@ -188,12 +215,27 @@ class SlurmBackend(Backend):
                     states[key] = SchedulerState(fields[1], fields[2], fields[3] if len(fields) > 3 else None)
         # squeue is the fresher word for live jobs (sacct lags a few seconds behind).
         squeue = _run(["squeue", "-h", "-r", "-j", ",".join(jobs), "-o", "%i|%T|%r"])
+        squeue_ok = squeue is not None and squeue.returncode == 0
+        queued_jobs: set[str] = set()
         if squeue is not None and squeue.returncode == 0:
             for line in squeue.stdout.splitlines():
                 fields = line.split("|")
                 if len(fields) >= 2:
+                    queued_jobs.add(fields[0].split("_")[0])
                     for key in _expand_array(fields[0]):
                         states[key] = SchedulerState(fields[1], None, fields[2] if len(fields) > 2 else None)
+        # Array tasks cancelled while pending get no record of their own: sacct prints the array
+        # job's plain id for them (all tasks cancelled together), or nothing once the array left
+        # the queue (some tasks had run). Without this they would read "pending" for ever.
+        recorded_jobs = {k.split("_")[0] for k in states}
+        for key in keys:
+            job = key.split("_")[0]
+            if key in states or "_" not in key:
+                continue
+            if job in states:
+                states[key] = states[job]
+            elif squeue_ok and job in recorded_jobs and job not in queued_jobs:
+                states[key] = SchedulerState("ENDED", None, "array task left the queue without a record")
         accounting = sacct is not None and sacct.returncode == 0 and bool(sacct.stdout.strip())
         if squeue is not None and squeue.returncode == 0 and not accounting:
             # No accounting: a job squeue no longer lists has ended, we can't say how.
