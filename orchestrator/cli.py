@@ -102,7 +102,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"cell {cell.id} ({cell.label}) not submitted: {cell.unavailable}", file=sys.stderr)
     shapes = "; ".join(f"{len(g.cells)} × [{g.shape.describe()}]" for g in report.groups)
     if args.dry_run:
-        print(f"dry run: {len(plan.cells)} cells, {len(report.groups)} array(s): {shapes or '-'}")
+        arrays = len(report.scripts) or len(report.groups)
+        print(f"dry run: {len(plan.cells)} cells, {arrays} array(s) in {len(report.groups)} shape(s): {shapes or '-'}")
         print(f"nothing submitted; scripts (if any) under {report.paths.jobs}")
         print(report.paths.root)
         return 0
@@ -111,6 +112,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if report.job_ids:
         print(f"submitted {sum(len(g.cells) for g in report.groups)} cell(s) as job(s) "
               f"{', '.join(report.job_ids[:20])}{' …' if len(report.job_ids) > 20 else ''}")  # fmt: skip
+    if report.not_submitted:
+        print(
+            f"{report.not_submitted} cell(s) not submitted: {report.not_submitted_reason}. They stay 'missing'; "
+            f"rerun the same command, or `dnnbench resubmit {report.paths.root}`, once the queue has room."
+        )
     if not report.detached:
         _print_status(report.paths.root)
         if not args.no_aggregate:
@@ -208,6 +214,9 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
             print(f"still unavailable: {cell.id}: {cell.unavailable}", file=sys.stderr)
         if submitted.job_ids:
             print(f"submitted as job(s) {', '.join(submitted.job_ids)}")
+        if submitted.not_submitted:
+            print(f"{submitted.not_submitted} cell(s) not submitted: {submitted.not_submitted_reason}; "
+                  "run resubmit again once the queue has room")  # fmt: skip
         if not submitted.detached:
             _print_status(paths.root)
     return 0

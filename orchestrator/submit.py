@@ -38,6 +38,9 @@ class SubmitReport:
     already_submitted: int = 0
     unavailable: list[Cell] = field(default_factory=list)
     detached: bool = True
+    not_submitted: int = 0  # left out by the cluster's queue limits; rerun to submit them
+    not_submitted_reason: str = ""
+    scripts: list[Path] = field(default_factory=list)  # dry run: the batch scripts written
 
 
 def group_by_shape(cells: list[CellJob]) -> list[ShapeGroup]:
@@ -119,10 +122,12 @@ def submit_cells(
     if dry_run:
         write_scripts = getattr(backend, "write_scripts", None)
         if write_scripts is not None:
-            write_scripts(paths, report.groups)
+            report.scripts = write_scripts(paths, report.groups)
         return report
     if report.groups:
-        report.job_ids = backend.submit(paths, ledger, report.groups, progress)
+        outcome = backend.submit(paths, ledger, report.groups, progress)
+        report.job_ids = outcome.job_ids
+        report.not_submitted, report.not_submitted_reason = len(outcome.not_submitted), outcome.reason
     return report
 
 

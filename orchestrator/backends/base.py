@@ -68,6 +68,15 @@ class ShapeGroup:
     cells: list[CellJob] = field(default_factory=list)
 
 
+@dataclass
+class SubmitOutcome:
+    job_ids: list[str] = field(default_factory=list)
+    # Cells left out because the cluster's queue limits had no room: no attempt recorded,
+    # so rerunning the sweep (or `dnnbench resubmit`) submits them later.
+    not_submitted: list[CellJob] = field(default_factory=list)
+    reason: str = ""
+
+
 @dataclass(frozen=True)
 class SchedulerState:
     """A job's state as the scheduler reports it (sacct/squeue words, upper case)."""
@@ -92,8 +101,8 @@ class Backend(ABC):
         ledger: Ledger,
         groups: list[ShapeGroup],
         progress: Callable[[int], None] | None = None,
-    ) -> list[str]:
-        """Submit every group; returns the job ids. Records each submission in the ledger."""
+    ) -> SubmitOutcome:
+        """Submit every group that fits; records each submission in the ledger."""
 
     def resolve_pending(self, ledger: Ledger) -> None:  # noqa: B027 - optional
         """Settle submissions a crash left as ``submitting`` (submitted or not?)."""

@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from collections.abc import Callable
 
-from orchestrator.backends.base import Backend, ShapeGroup, register
+from orchestrator.backends.base import Backend, ShapeGroup, SubmitOutcome, register
 from orchestrator.ledger import Ledger
 from orchestrator.paths import SweepPaths
 from orchestrator.runner import run_cell
@@ -27,7 +27,7 @@ class LocalBackend(Backend):
         ledger: Ledger,
         groups: list[ShapeGroup],
         progress: Callable[[int], None] | None = None,
-    ) -> list[str]:
+    ) -> SubmitOutcome:
         import submitit
 
         executor = submitit.LocalExecutor(folder=paths.jobs / "%j")
@@ -53,7 +53,7 @@ class LocalBackend(Backend):
                 self._wait(running.pop(0)[0], progress)
         for job, _ in running:
             self._wait(job, progress)
-        return job_ids
+        return SubmitOutcome(job_ids)
 
     @staticmethod
     def _wait(job: object, progress: Callable[[int], None] | None) -> None:

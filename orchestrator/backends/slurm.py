@@ -21,14 +21,14 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from orchestrator.backends.base import Backend, SchedulerState, ShapeGroup, register
+from orchestrator.backends.base import Backend, SchedulerState, ShapeGroup, SubmitOutcome, register
+from orchestrator.backends.slurm_limits import read_limits
 from orchestrator.errors import SubmissionError
 from orchestrator.ledger import Ledger
 from orchestrator.paths import SweepPaths
 from orchestrator.shell_safety import check_safe, render_setup
 
 CALL_TIMEOUT_S = 30
-DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[(.+)\]$")
 
 
@@ -95,17 +95,6 @@ def _expand_array(key: str) -> list[str]:
     return keys
 
 
-def max_array_size() -> int:
-    """Slurm's MaxArraySize (an array may hold that many tasks, indices 0..size-1)."""
-    result = _run(["scontrol", "show", "config"])
-    if result is not None and result.returncode == 0:
-        for line in result.stdout.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "MaxArraySize" and value.strip().isdigit():
-                return max(1, int(value.strip()))
-    return DEFAULT_MAX_ARRAY_SIZE
-
-
 def split_groups(groups: list[ShapeGroup], limit: int) -> list[ShapeGroup]:
     """Shape groups larger than the cluster's MaxArraySize become several arrays of that shape."""
     return [
@@ -123,7 +112,7 @@ class SlurmBackend(Backend):
     def write_scripts(self, paths: SweepPaths, groups: list[ShapeGroup]) -> list[Path]:
         """Dry run: the exact scripts a submission would use, nothing submitted."""
         written = []
-        for number, group in enumerate(split_groups(groups, max_array_size())):
+        for number, group in enumerate(split_groups(groups, read_limits().max_array_size)):
             job_name = f"dnnbench-{paths.root.name}-dryrun{number}"
             cells_file = paths.jobs / f"{job_name}.cells.json"
             out_dirs = [str(paths.cell(c.cell_id).attempt(0)) for c in group.cells]
@@ -146,14 +135,25 @@ class SlurmBackend(Backend):
         ledger: Ledger,
         groups: list[ShapeGroup],
         progress: Callable[[int], None] | None = None,
-    ) -> list[str]:
+    ) -> SubmitOutcome:
         if shutil.which("sbatch") is None:
             raise SubmissionError("sbatch not found on PATH: submit from a Slurm login node, or use cluster=local")
-        groups = split_groups(groups, max_array_size())
+        limits = read_limits()
+        groups = split_groups(groups, limits.max_array_size)
         for group in groups:  # every script renders (and is checked) before the first sbatch
             render_script(paths, group, "check", paths.jobs / "check.cells.json", self.cluster)
-        job_ids = []
-        for group in groups:
+        outcome = SubmitOutcome()
+        room = limits.room
+        for index, whole in enumerate(groups):
+            fits = len(whole.cells) if room is None else min(room, len(whole.cells))
+            if fits < len(whole.cells):
+                outcome.not_submitted += whole.cells[fits:] + [c for g in groups[index + 1 :] for c in g.cells]
+                outcome.reason = f"the queue is full ({limits.describe()})"
+                if fits == 0:
+                    break
+            group = ShapeGroup(whole.shape, whole.cells[:fits])
+            if room is not None:
+                room -= fits
             job_name = f"dnnbench-{paths.root.name}-{uuid.uuid4().hex[:10]}"
             cells_file = paths.jobs / f"{job_name}.cells.json"
             script_path = paths.jobs / f"{job_name}.sh"
@@ -171,13 +171,20 @@ class SlurmBackend(Backend):
             if result.returncode != 0:
                 message = result.stderr.strip()
                 ledger.finish_submission(submission, None, "refused", message)
-                raise SubmissionError(f"sbatch refused {script_path}: {message}")
+                if not outcome.job_ids:
+                    raise SubmissionError(f"sbatch refused {script_path}: {message}")
+                # A limit met half-way (QOS, association): keep what was queued, report the rest.
+                outcome.not_submitted = list(group.cells) + [c for g in groups[index + 1 :] for c in g.cells]
+                outcome.reason = f"sbatch refused the next array: {message}"
+                break
             job_id = result.stdout.strip().split(";")[0]
             ledger.finish_submission(submission, job_id, "submitted")
-            job_ids.append(job_id)
+            outcome.job_ids.append(job_id)
             if progress:
                 progress(len(group.cells))
-        return job_ids
+            if outcome.not_submitted:
+                break
+        return outcome
 
     def resolve_pending(self, ledger: Ledger) -> None:
         """A crash between the ledger write and sbatch's answer: ask Slurm by job name."""

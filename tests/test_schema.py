@@ -1,0 +1,225 @@
+"""jobs/schema.py: a real dump validates; every kind of corruption is named; writes are atomic."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobs import schema
+
+
+@pytest.fixture
+def dump(tiny_ddp_dumps) -> dict:
+    """A fresh copy of a real rank dump (rank 0 of the tiny two-process DDP cell)."""
+    return copy.deepcopy(tiny_ddp_dumps[0])
+
+
+def test_real_dumps_validate(tiny_ddp_dumps):
+    for doc in tiny_ddp_dumps:
+        assert schema.validate(doc) == []
+        assert doc["schema"] == schema.SCHEMA_NAME and doc["schema_version"] == schema.SCHEMA_VERSION
+
+
+def test_a_real_dump_round_trips_through_write_atomic_and_load(dump, tmp_path):
+    path = tmp_path / schema.dump_filename(0)
+    schema.write_atomic(path, dump)
+    assert schema.load(path) == dump
+
+
+def _set(doc: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        doc = doc[key]
+    doc[last] = value
+
+
+def _delete(doc: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        doc = doc[key]
+    del doc[last]
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "reason"),
+    [
+        ("rank", "0", "rank: expected int, got str"),
+        ("world_size", 2.0, "world_size: expected int, got float"),
+        ("phases", [], "phases: expected dict, got list"),
+        ("environment_hash", None, "environment_hash: null not allowed"),
+        ("phases.train.seconds", "1.5", "phases.train.seconds: expected int|float, got str"),
+        ("phases.val.memory.peak_rss_bytes", 1.5, "phases.val.memory.peak_rss_bytes: expected int, got float"),
+    ],
+)
+def test_wrong_type_is_named(dump, dotted, value, reason):
+    _set(dump, dotted, value)
+    assert reason in schema.validate(dump)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "reason"),
+    [
+        ("cell_id", "cell_id: missing"),
+        ("phases.train.step_times_s", "phases.train.step_times_s: missing"),
+        ("phases.val.memory.kind", "phases.val.memory.kind: missing"),
+        ("phases.val", "phases.val: missing"),
+    ],
+)
+def test_missing_field_is_named(dump, dotted, reason):
+    _delete(dump, dotted)
+    assert reason in schema.validate(dump)
+
+
+def test_optional_fields_may_be_absent(dump):
+    del dump["pipeline"], dump["extra"]
+    assert schema.validate(dump) == []
+
+
+@pytest.mark.parametrize(
+    ("dotted", "reason"),
+    [
+        ("attempt", "attempt: expected int, got bool"),
+        ("phases.train.samples", "phases.train.samples: expected int, got bool"),
+        ("phases.val.correct", "phases.val.correct: expected int, got bool"),
+    ],
+)
+def test_bool_where_a_count_belongs_is_rejected(dump, dotted, reason):
+    _set(dump, dotted, True)
+    assert reason in schema.validate(dump)
+
+
+def test_bool_step_time_is_rejected(dump):
+    dump["phases"]["train"]["step_times_s"][0] = True
+    assert "phases.train.step_times_s: entries must be non-negative numbers" in schema.validate(dump)
+
+
+def test_peak_allocated_above_reserved_is_impossible(dump):
+    memory = dump["phases"]["train"]["memory"]
+    memory.update(kind="cuda", peak_allocated_bytes=2048, peak_reserved_bytes=1024)
+    assert "phases.train.memory: peak allocated 2048 > peak reserved 1024" in schema.validate(dump)
+
+
+def test_step_times_must_match_timed_steps(dump):
+    train = dump["phases"]["train"]
+    steps = train["timed_steps"]
+    train["step_times_s"].pop()
+    assert f"phases.train.step_times_s: {steps - 1} entries for {steps} steps" in schema.validate(dump)
+
+
+def test_negative_step_time_is_rejected(dump):
+    dump["phases"]["val"]["step_times_s"][0] = -0.1
+    assert "phases.val.step_times_s: entries must be non-negative numbers" in schema.validate(dump)
+
+
+def test_rank_outside_world_is_rejected(dump):
+    dump["rank"] = dump["world_size"]
+    assert f"rank: {dump['world_size']} outside world_size {dump['world_size']}" in schema.validate(dump)
+
+
+def test_unknown_memory_kind_is_rejected(dump):
+    dump["memory_kind"] = "hbm"
+    assert "memory_kind: expected one of ('cuda', 'rss'), got 'hbm'" in schema.validate(dump)
+
+
+def test_environment_must_carry_the_comparable_basics(dump):
+    del dump["environment"]["torch"], dump["environment"]["threads"]
+    assert "environment: missing torch, threads" in schema.validate(dump)
+
+
+def test_other_schema_version_is_refused_not_misread(dump):
+    dump["schema_version"] = schema.SCHEMA_VERSION + 1
+    assert schema.validate(dump) == [
+        f"schema_version: this reader understands {schema.SCHEMA_VERSION}, got {schema.SCHEMA_VERSION + 1}"
+    ]
+
+
+def test_other_schema_name_is_refused(dump):
+    dump["schema"] = "someone.else"
+    assert schema.validate(dump) == ["schema: expected 'dnnbench.metrics', got 'someone.else'"]
+
+
+def test_not_an_object_is_refused():
+    assert schema.validate([1, 2]) == ["top level: expected object, got list"]
+
+
+def test_every_reason_is_reported_not_only_the_first(dump):
+    del dump["cell_id"]
+    dump["rank"] = True
+    assert {"cell_id: missing", "rank: expected int, got bool"} <= set(schema.validate(dump))
+
+
+def test_load_of_a_truncated_file_raises_schema_error_with_the_path(dump, tmp_path):
+    path = tmp_path / "rank_0.json"
+    text = json.dumps(dump)
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(schema.SchemaError, match=r"rank_0\.json: unreadable: ") as caught:
+        schema.load(path)
+    assert caught.value.path == str(path)
+    assert caught.value.reasons[0].startswith("unreadable: ")
+
+
+def test_load_of_a_missing_file_raises_schema_error(tmp_path):
+    with pytest.raises(schema.SchemaError, match=r"nothere\.json: unreadable: .*No such file"):
+        schema.load(tmp_path / "nothere.json")
+
+
+def test_load_of_an_invalid_dump_lists_every_reason(dump, tmp_path):
+    del dump["cell_id"]
+    dump["phases"]["train"]["step_times_s"] = []
+    path = tmp_path / "rank_0.json"
+    path.write_text(json.dumps(dump))
+    with pytest.raises(schema.SchemaError) as caught:
+        schema.load(path)
+    # Top-level problems are reported first; phase checks run once the top level is sound.
+    assert caught.value.reasons == ["cell_id: missing"]
+
+
+def test_write_atomic_leaves_only_the_target(tmp_path):
+    target = tmp_path / "deep" / "outcome.json"
+    schema.write_atomic(target, {"state": "completed"})
+    schema.write_atomic(target, {"state": "failed"})
+    assert sorted(p.name for p in target.parent.iterdir()) == ["outcome.json"]
+    assert json.loads(target.read_text()) == {"state": "failed"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), object()], ids=["nan", "unserialisable"])
+def test_a_failed_write_keeps_the_old_file_whole_and_leaves_no_temp_file(tmp_path, bad):
+    target = tmp_path / "rank_0.json"
+    schema.write_atomic(target, {"ok": 1})
+    # Sorted keys: most of the document is written before the bad value is reached.
+    doc = {"a": list(range(10_000)), "zz_bad": bad}
+    with pytest.raises((ValueError, TypeError)):
+        schema.write_atomic(target, doc)
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["rank_0.json"]
+
+
+def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path):
+    target = tmp_path / "rank_0.json"
+    big = {"payload": ["x" * 100] * 20_000}  # ~2 MB: a plain write would be seen half-done
+    schema.write_atomic(target, {"version": -1, **big})
+    stop, seen, errors = threading.Event(), set(), []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(json.loads(Path(target).read_text())["version"])
+            except ValueError as err:  # a torn read
+                errors.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for version in range(300):
+            schema.write_atomic(target, {"version": version, **big})
+            if len(seen) >= 3 and version >= 20:
+                break
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert len(seen) >= 2, "the reader never ran between writes: the test proved nothing"
