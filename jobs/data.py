@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from jobs.dataset_files import check_mnist_root
+from jobs.dataset_files import check_mnist_root, unpacked_mnist_root
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -127,6 +127,8 @@ def build_batches(cfg: Any, shard: Shard, device: torch.device) -> tuple[BatchSo
         check_mnist_root(root, bool(ds.download))
         if ds.copy_to_scratch and getattr(cfg.cluster, "scratch", None):
             root = str(copy_to_scratch(root, cfg.cluster.scratch))
+        if not ds.download:
+            root = str(unpacked_mnist_root(root, getattr(cfg.cluster, "scratch", None)))
         record["root"] = root
         if ds.on_device:
             train = _mnist_tensors(root, True, ds.download, ds.train_samples, device)

@@ -36,3 +36,42 @@ def check_mnist_root(root: str | Path, download: bool) -> None:
             f"Put the IDX files there, point dataset.root at the folder holding MNIST/raw, "
             f"or set dataset.download=true on a machine with internet access."
         )
+
+
+def unpacked_mnist_root(root: str | Path, scratch: str | Path | None = None) -> Path:
+    """A root whose MNIST/raw holds the uncompressed IDX files torchvision's MNIST reads.
+
+    torchvision (download=False) reads only uncompressed files; a folder of the published
+    ``.gz`` files is unpacked once, beside them (temporary name, then rename, so concurrent
+    ranks never see half a file), or under ``scratch`` when the folder is read-only.
+    """
+    import gzip
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    raw = Path(root) / "MNIST" / "raw"
+    packed = [stem for train in (True, False) for stem in MNIST_FILES[train] if not (raw / stem).exists()]
+    if not packed:
+        return Path(root)
+    target_root = Path(root)
+    if not os.access(raw, os.W_OK):
+        digest = hashlib.sha256(str(raw.resolve()).encode()).hexdigest()[:12]
+        target_root = Path(scratch or tempfile.gettempdir()) / f"dnnbench-mnist-{digest}"
+        (target_root / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+    target = target_root / "MNIST" / "raw"
+    for stem in MNIST_FILES[True] + MNIST_FILES[False]:
+        if (target / stem).exists():
+            continue
+        source = raw / stem if (raw / stem).exists() else raw / f"{stem}.gz"
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", dir=target)
+        with os.fdopen(fd, "wb") as sink:
+            if source.suffix == ".gz":
+                with gzip.open(source, "rb") as stream:
+                    shutil.copyfileobj(stream, sink)
+            else:
+                with open(source, "rb") as stream:
+                    shutil.copyfileobj(stream, sink)
+        os.replace(tmp, target / stem)
+    return target_root

@@ -53,14 +53,37 @@ def compose(overrides: Sequence[str], *, with_hydra: bool = False) -> DictConfig
 
 def _explain(err: Exception) -> str:
     text = str(err).strip()
+    if err.__cause__ is not None and str(err.__cause__).strip():
+        # Hydra wraps OmegaConf's reason ("Value 'a' … could not be converted to Integer").
+        text = f"{text}: {str(err.__cause__).strip().splitlines()[0]}"
     if "Could not find 'model/" in text:
         return (
             f"{text.splitlines()[0]}\nPresets: {', '.join(preset_names('model'))}. "
             "Any other torchvision classification model: model.name=<name>."
         )
-    if "Could not override" in text or "Key '" in text:
+    if "Could not override" in text:
+        # Hydra suggests `+key=value`, which the structured config rejects as well.
+        key = text.split("'")[1] if text.count("'") >= 2 else ""
+        section, _, _ = key.rpartition(".")
+        return f"{text.splitlines()[0]} No such key. {_valid_keys(section)} (see conf/structured.py)."
+    if "Key '" in text:
         return text.splitlines()[0] + ("\n" + "\n".join(text.splitlines()[1:3]) if len(text.splitlines()) > 1 else "")
     return text
+
+
+def _valid_keys(section: str) -> str:
+    from dataclasses import fields, is_dataclass
+
+    from conf.structured import BenchConfig
+
+    node: Any = BenchConfig
+    for part in filter(None, section.split(".")):
+        match = next((f for f in fields(node) if f.name == part), None)
+        node = match.default_factory if match and is_dataclass(match.default_factory) else None  # type: ignore[misc]
+        if node is None:
+            return f"'{section}' is not a section"
+    names = ", ".join(f.name for f in fields(node))
+    return f"Keys of {section}: {names}" if section else f"Top-level keys: {names}"
 
 
 @cache

@@ -20,7 +20,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator import config as cfgmod
-from orchestrator.errors import ConfigError
 
 _OTHER_INTERPOLATION = re.compile(r"\$\{(?!oc\.env:)")
 
@@ -91,8 +90,9 @@ class FastComposer:
             try:
                 OmegaConf.update(trial, path, override.value(), merge=True)
                 node = OmegaConf.select(trial, path, throw_on_missing=True)
-            except Exception as err:
-                raise ConfigError(f"Error merging override {text}: {err}") from err
+            except Exception:  # OmegaConf raises many types: let Hydra say what is wrong, in its words
+                cfgmod.compose([text])
+                raise
             if isinstance(node, DictConfig) or OmegaConf.is_list(node):
                 node = OmegaConf.to_container(node, resolve=True)
             self._values[key] = (path, node)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.environment import COMPARABLE_KEYS, environment_hash
-from orchestrator.errors import CellFailedError, ConfigError
+from orchestrator.errors import ConfigError
 from orchestrator.sweep import plan
 
 
@@ -116,12 +116,6 @@ def test_the_loader_path_reads_mnist_files(mnist_root, run_cell_here, tmp_path):
     assert doc["environment"]["threads"]["torch_intra_op_threads"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CellFailedError,
-    reason="bug: dataset_files.check_mnist_root accepts .gz-only roots but torchvision's MNIST(download=False) "
-    "reads only the uncompressed files ('Dataset not found'); see the report of issue #2",
-)
 def test_a_gz_only_mnist_root_is_read_or_refused_at_plan_time(mnist_gz_only_root, run_cell_here, tmp_path):
     overrides = ["dataset=mnist", f"dataset.root={mnist_gz_only_root}", "gpus=1", "batch_size=16", "steps=2",
                  "warmup_steps=1", "val_steps=2"]  # fmt: skip
