@@ -393,8 +393,8 @@ PreemptType=preempt/none
 PreemptMode=OFF
 JobRequeue=1
 ReturnToService=2
-# Keep finished jobs visible to scontrol/squeue for a day.
-MinJobAge=86400
+# Ended jobs leave the controller after 5 min (sacct keeps them): they count against MaxJobCount meanwhile.
+MinJobAge=300
 KillWait=5
 InactiveLimit=0
 Waittime=0
