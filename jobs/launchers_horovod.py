@@ -1,0 +1,56 @@
+"""The horovodrun launcher: started once, on the job's first node, for all of its ranks.
+
+``python -m horovod.runner.launch`` is horovodrun pinned to the job's interpreter (as
+``python -m torch.distributed.run`` is torchrun). It starts every rank itself: locally
+on hosts that resolve to this machine, over ssh on the others (see docs/horovod.md).
+The cell's ``horovod:`` knobs become horovodrun flags, which set the ``HOROVOD_*``
+variables the ranks see. No horovod import here: argv is built on login nodes too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.launchers import Launcher, LaunchSpec, register
+
+TIMELINE_FILE = "timeline.json"
+
+
+def host_list(hosts: tuple[str, ...], slots: int) -> str:
+    """horovodrun's ``-H``: every node with ``slots`` processes, in node order."""
+    return ",".join(f"{host}:{slots}" for host in hosts)
+
+
+class HorovodrunLauncher(Launcher):
+    name = "horovodrun"
+    per_node = False
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        knobs = spec.config.get("horovod", {})
+        backend = spec.config.get("framework", {}).get("backend", "auto")
+        hosts = spec.hosts[: spec.nnodes]
+        if len(set(hosts)) < spec.nnodes:
+            # horovodrun keys local and cross ranks by host name: repeated names give wrong ranks.
+            raise ValueError(
+                f"horovodrun needs a distinct name or address per node, got {', '.join(hosts)} "
+                "(several slurmd on one host?): run horovod cells with nodes=1 there"
+            )
+        world = spec.nnodes * spec.nproc_per_node
+        argv = [
+            spec.python, "-m", "horovod.runner.launch",
+            "-np", str(world),
+            "-H", host_list(hosts, spec.nproc_per_node),
+            "--mpi" if backend == "mpi" else "--gloo",
+        ]  # fmt: skip
+        if "fusion_threshold_mb" in knobs:
+            argv += ["--fusion-threshold-mb", str(knobs["fusion_threshold_mb"])]
+        if "cycle_time_ms" in knobs:
+            argv += ["--cycle-time-ms", str(knobs["cycle_time_ms"])]
+        if knobs.get("autotune"):
+            argv += ["--autotune"]
+        if knobs.get("timeline"):
+            argv += ["--timeline-filename", str(Path(spec.out_dir) / TIMELINE_FILE)]
+        return [*argv, spec.python, *spec.entry]
+
+
+register(HorovodrunLauncher())

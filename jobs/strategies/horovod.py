@@ -1,0 +1,102 @@
+"""Horovod ring-allreduce data parallelism under horovodrun (Gloo controller on CPU).
+
+The same replica, step and loop as DDP (:class:`DataParallelStrategy`); only the
+communication differs: ``hvd.DistributedOptimizer`` allreduces gradients (fused into
+buffers of ``HOROVOD_FUSION_THRESHOLD`` bytes every ``HOROVOD_CYCLE_TIME`` ms), and the
+initial parameters and optimizer state are broadcast from rank 0. horovodrun turns the
+cell's ``horovod:`` knobs into those variables (jobs/launchers_horovod.py); what the
+process actually saw is recorded by :meth:`HorovodStrategy.framework_knobs`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import horovod
+import horovod.torch as hvd
+import torch
+from torch import nn
+
+from jobs.strategies.base import Placement, StepResult, register, resolve_device
+from jobs.strategies.data_parallel import DataParallelStrategy
+
+# What horovodrun sets from the cell's knobs (and the controller it chose), recorded per rank.
+KNOB_VARIABLES = (
+    "HOROVOD_FUSION_THRESHOLD",
+    "HOROVOD_CYCLE_TIME",
+    "HOROVOD_AUTOTUNE",
+    "HOROVOD_TIMELINE",
+    "HOROVOD_CONTROLLER",
+    "HOROVOD_CPU_OPERATIONS",
+)
+
+
+@register
+class HorovodStrategy(DataParallelStrategy):
+    name = "horovod"
+
+    def setup(self) -> Placement:
+        hvd.init()
+        device = resolve_device(self.cfg.device, hvd.local_rank())
+        self.placement = Placement(
+            rank=hvd.rank(),
+            local_rank=hvd.local_rank(),
+            world_size=hvd.size(),
+            node_rank=hvd.cross_rank(),
+            device=device,
+        )
+        return self.placement
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+        compression = hvd.Compression.fp16 if self.cfg.horovod.compression == "fp16" else hvd.Compression.none
+        optimizer = hvd.DistributedOptimizer(
+            optimizer, named_parameters=model.named_parameters(), compression=compression
+        )
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        return model, optimizer
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
+        """DataParallelStrategy's step, in the order Horovod needs for AMP.
+
+        The gradients are allreduced (``synchronize``) before the scaler unscales and
+        checks them; ``step`` then skips its own synchronize. Horovod's ``zero_grad``
+        takes no ``set_to_none`` but sets gradients to None by default, as DDP's does.
+        """
+        self.model.train()
+        self.optimizer.zero_grad()
+        with self.autocast():
+            loss = self.criterion(self.model(images), labels)
+        self.scaler.scale(loss).backward()
+        self.optimizer.synchronize()  # type: ignore[attr-defined]
+        with self.optimizer.skip_synchronize():  # type: ignore[attr-defined]
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return StepResult(loss=loss.detach(), samples=images.shape[0])
+
+    def barrier(self) -> None:
+        hvd.barrier()
+
+    def parameter_digests(self) -> list[float]:
+        local = torch.tensor([self.local_parameter_digest()], dtype=torch.float64)
+        return [float(v) for v in hvd.allgather(local, name="dnnbench.parameter_digest").tolist()]
+
+    def framework_knobs(self) -> dict[str, Any]:
+        knobs = self.cfg.horovod
+        timeline = os.environ.get("HOROVOD_TIMELINE")
+        return {
+            "horovod_version": horovod.__version__,
+            "fusion_threshold_mb": knobs.fusion_threshold_mb,
+            "cycle_time_ms": knobs.cycle_time_ms,
+            "compression": knobs.compression,
+            "autotune": knobs.autotune,
+            "timeline": os.path.basename(timeline) if timeline else None,
+            "controller": "gloo" if hvd.gloo_enabled() else "mpi" if hvd.mpi_enabled() else None,
+            "built": {"gloo": hvd.gloo_built(), "mpi": hvd.mpi_built(), "nccl": bool(hvd.nccl_built())},
+            "env": {name: os.environ.get(name) for name in KNOB_VARIABLES},
+        }
+
+    def teardown(self) -> None:
+        if hvd.is_initialized():
+            hvd.shutdown()

@@ -1,0 +1,201 @@
+"""framework=horovod: the exact horovodrun command, a real 2-process run, fairness with DDP,
+and a sweep that plans on when horovod is missing.
+
+Tests that start Horovod skip when it is not importable, unless DNNBENCH_REQUIRE_HOROVOD=1
+(CI after `make horovod`), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.launchers import LaunchSpec, get_launcher
+from tests.conftest import REPO, TINY_DDP, run_cell_in
+
+pytestmark = pytest.mark.horovod
+
+TINY_HOROVOD = ["framework=horovod" if o == "framework=ddp" else o for o in TINY_DDP]
+KNOBS = {"fusion_threshold_mb": 64, "cycle_time_ms": 1.0, "compression": "none", "autotune": False, "timeline": False}
+
+
+def horovod_importable() -> bool:
+    try:
+        return importlib.util.find_spec("horovod.torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_horovod() -> None:
+    if horovod_importable():
+        return
+    if os.environ.get("DNNBENCH_REQUIRE_HOROVOD") == "1":
+        pytest.fail("DNNBENCH_REQUIRE_HOROVOD=1 but horovod.torch is not importable: run scripts/install-horovod.sh")
+    pytest.skip("horovod not installed (scripts/install-horovod.sh); DNNBENCH_REQUIRE_HOROVOD=1 makes this fail")
+
+
+def spec(**changes: Any) -> LaunchSpec:
+    fields: dict[str, Any] = dict(
+        python="/opt/venv/bin/python",
+        cell_file="/sweeps/s/cells/abc/cell.json",
+        out_dir="/sweeps/s/cells/abc/attempt_0",
+        nnodes=1,
+        nproc_per_node=2,
+        node_rank=0,
+        hosts=("localhost",),
+        job_id="123456",
+        config={"framework": {"name": "horovod", "launcher": "horovodrun", "backend": "auto"}, "horovod": KNOBS},
+    )
+    return LaunchSpec(**{**fields, **changes})
+
+
+ENTRY = ["/opt/venv/bin/python", "-m", "jobs.entry", "/sweeps/s/cells/abc/cell.json", "/sweeps/s/cells/abc/attempt_0"]
+
+
+def test_one_node_runs_np_processes_on_localhost_with_the_knobs_as_flags():
+    argv = get_launcher("horovodrun").command(spec())
+    assert argv == [
+        "/opt/venv/bin/python", "-m", "horovod.runner.launch",
+        "-np", "2", "-H", "localhost:2", "--gloo",
+        "--fusion-threshold-mb", "64", "--cycle-time-ms", "1.0",
+        *ENTRY,
+    ]  # fmt: skip
+
+
+def test_two_nodes_list_every_host_with_its_slots_and_all_knobs():
+    knobs = {**KNOBS, "fusion_threshold_mb": 0, "cycle_time_ms": 2.5, "autotune": True, "timeline": True}
+    config = {"framework": {"backend": "auto"}, "horovod": knobs}
+    argv = get_launcher("horovodrun").command(spec(nnodes=2, nproc_per_node=4, hosts=("gcn1", "gcn2"), config=config))
+    assert argv == [
+        "/opt/venv/bin/python", "-m", "horovod.runner.launch",
+        "-np", "8", "-H", "gcn1:4,gcn2:4", "--gloo",
+        "--fusion-threshold-mb", "0", "--cycle-time-ms", "2.5", "--autotune",
+        "--timeline-filename", "/sweeps/s/cells/abc/attempt_0/timeline.json",
+        *ENTRY,
+    ]  # fmt: skip
+
+
+def test_backend_mpi_selects_horovods_mpi_controller():
+    config = {"framework": {"backend": "mpi"}, "horovod": KNOBS}
+    assert "--mpi" in get_launcher("horovodrun").command(spec(config=config))
+
+
+def test_horovodrun_starts_once_for_all_nodes():
+    assert get_launcher("horovodrun").per_node is False
+
+
+def test_nodes_sharing_one_address_are_refused():
+    with pytest.raises(ValueError, match="distinct name or address per node"):
+        get_launcher("horovodrun").command(spec(nnodes=2, hosts=("127.0.0.1", "127.0.0.1")))
+
+
+@pytest.fixture(scope="module")
+def horovod_dumps(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    require_horovod()
+    return run_cell_in([*TINY_HOROVOD, "horovod.timeline=true"], tmp_path_factory.mktemp("tiny-horovod"))
+
+
+def test_two_processes_write_two_valid_dumps_with_identical_parameters(horovod_dumps):
+    assert [d["rank"] for d in horovod_dumps] == [0, 1]
+    assert {d["world_size"] for d in horovod_dumps} == {2}
+    assert {d["framework"] for d in horovod_dumps} == {"horovod"}
+    digests = [d["extra"]["parameter_digests"] for d in horovod_dumps]
+    assert len(digests[0]) == 2 and digests[0][0] == digests[0][1], "ranks hold different parameters"
+    assert digests[0] == digests[1]
+
+
+def test_the_dump_records_the_knobs_and_the_variables_horovod_saw(horovod_dumps):
+    knobs = horovod_dumps[0]["extra"]["framework_knobs"]
+    assert knobs["fusion_threshold_mb"] == 64 and knobs["compression"] == "none"
+    assert knobs["env"]["HOROVOD_FUSION_THRESHOLD"] == str(64 * 1024 * 1024)
+    assert float(knobs["env"]["HOROVOD_CYCLE_TIME"]) == 1.0
+    assert knobs["controller"] == "gloo"
+    assert knobs["timeline"] == "timeline.json"
+
+
+def test_the_timeline_is_kept_in_the_cells_folder(horovod_dumps):
+    timeline = Path(horovod_dumps[0]["extra"]["framework_knobs"]["env"]["HOROVOD_TIMELINE"])
+    assert timeline.name == "timeline.json" and timeline.stat().st_size > 0
+
+
+def test_ddp_and_horovod_cells_run_with_the_same_thread_settings(horovod_dumps, tiny_ddp_dumps):
+    def threads(dumps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d["environment"]["threads"] for d in dumps]
+
+    expected = str(horovod_dumps[0]["config"]["threads_per_process"])
+    for recorded in threads(horovod_dumps) + threads(tiny_ddp_dumps):
+        assert recorded["OMP_NUM_THREADS"] == recorded["MKL_NUM_THREADS"] == expected
+        assert recorded["torch_intra_op_threads"] == int(expected)
+    assert threads(horovod_dumps) == threads(tiny_ddp_dumps)
+    assert {d["config"]["threads_per_process"] for d in horovod_dumps + tiny_ddp_dumps} == {int(expected)}
+
+
+PLAN_WITHOUT_HOROVOD = textwrap.dedent(
+    """
+    import sys
+    sys.modules["horovod"] = None  # what `import horovod` sees when it is not installed
+    from orchestrator.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_a_sweep_without_horovod_plans_its_ddp_cells_and_names_the_install_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", PLAN_WITHOUT_HOROVOD, "sweep", "--dry-run", "--sweep-dir", str(tmp_path / "s"),
+         "framework=ddp,horovod", "gpus=1,2", "model=resnet18", "dataset=synthetic"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = [line for line in result.stdout.splitlines() if "/resnet18/" in line]
+    ddp = [line for line in listed if " ddp/" in line]
+    horovod = [line for line in listed if " horovod/" in line]
+    assert len(ddp) == 2 and not any("unavailable" in line for line in ddp)
+    assert len(horovod) == 2
+    for line in horovod:
+        assert "[unavailable: horovod is not installed" in line and "scripts/install-horovod.sh" in line
+    assert "dry run: 4 cells" in result.stdout
+    assert result.stderr.count("not submitted: horovod is not installed") == 2
+
+
+def slurm_up() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_ddp_and_horovod_sweep_completes_on_the_dev_slurm_cluster_side_by_side(tmp_path):
+    require_horovod()
+    if not slurm_up():
+        pytest.skip("no Slurm cluster answers sinfo: scripts/slurm-dev-cluster.sh up")
+    import csv
+
+    dnnbench = [sys.executable, "-m", "orchestrator.cli"]
+    sweep_dir = tmp_path / "sweep"
+    overrides = [o for o in TINY_DDP if not o.startswith(("framework=", "gpus="))]
+    submitted = subprocess.run(
+        [*dnnbench, "sweep", "--sweep-dir", str(sweep_dir), "framework=ddp,horovod", "gpus=2", "cluster=slurm",
+         *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    waited = subprocess.run([*dnnbench, "wait", str(sweep_dir), "--timeout", "900", "--interval", "5"],
+                            cwd=REPO, capture_output=True, text=True, timeout=960)  # fmt: skip
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    aggregated = subprocess.run([*dnnbench, "aggregate", str(sweep_dir), "--no-figures", "--no-progress"],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert aggregated.returncode == 0, aggregated.stdout + aggregated.stderr
+    with open(sweep_dir / "results" / "results.csv", newline="") as handle:
+        train = [row for row in csv.DictReader(handle) if row["phase"] == "train"]
+    assert sorted(row["framework"] for row in train) == ["ddp", "horovod"]
+    assert all(float(row["throughput"]) > 0 and row["world_size"] == "2" for row in train)
