@@ -41,7 +41,10 @@ IDENTITY = [
 BASELINE_KEY = ["framework", "model", "dataset", "data_on_device", "precision", "batch_size", "phase"]
 STAT_COLUMNS = ["mean", "median", "std", "n", "ci95_low", "ci95_high", "cv", "ci_basis"]
 # Config fields that are not swept knobs even when they vary.
-_NOT_KNOBS = {"gpus", "nodes", "framework.name", "model.name", "dataset.name", "dataset.on_device", "precision", "batch_size", "repeats"}
+_NOT_KNOBS = {
+    "gpus", "nodes", "framework.name", "model.name", "dataset.name", "dataset.on_device", "precision", "batch_size",
+    "repeats",
+}  # fmt: skip
 
 
 def _join(values: Any) -> str:

@@ -114,9 +114,14 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     started = time.perf_counter()
     returncode = 0
     if launcher.per_node or node.node_rank == 0:
-        argv = launcher.command(spec)
         log = out / f"launcher_node{node.node_rank}.log"
-        returncode = _run_logged(argv, rank_environment(config), log, echo)
+        try:
+            argv = launcher.command(spec)
+        except ValueError as err:  # e.g. a host list the launcher cannot use: a failed outcome, not a crash
+            log.write_text(f"launcher {launcher.name} refused this allocation: {err}\n")
+            argv, returncode = None, 2
+        if argv is not None:
+            returncode = _run_logged(argv, rank_environment(config), log, echo)
     if node.node_rank != 0:
         return {"state": "node_done", "returncode": returncode}
     world = config["gpus"] * node.nnodes
