@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# Soak test of the horovodrun path (issue 4's acceptance): N consecutive runs (default 10) of
-#   dnnbench run framework=horovod model=resnet18 gpus=2 dataset=synthetic
-# counting exit codes; a run only counts as exit 0 if both rank dumps hold identical parameter
-# digests. Catches intermittent failures (gloo aborts at shutdown, rendezvous timeouts,
-# hvd.shutdown hangs) that one run of the test suite would not. Not part of the test suite:
+# Soak test of a launcher path: N consecutive 2-process `dnnbench run` cells, counting exit codes.
+# A run counts as exit 0 only when both rank dumps hold identical parameter digests. Catches
+# intermittent failures (gloo aborts at shutdown, rendezvous races, hvd.shutdown hangs) that one
+# run of the test suite would not. Not part of the test suite; run it by hand:
 #
-#   benchmarks/soak_horovod.sh             # 10 runs, about 40 s each on 2 busy CPU cores
-#   benchmarks/soak_horovod.sh 50          # more runs
-#   DNNBENCH=/path/to/dnnbench benchmarks/soak_horovod.sh
+#   benchmarks/soak.sh ddp 20        # torchrun (issue 2's acceptance: 20 runs)
+#   benchmarks/soak.sh horovod 10    # horovodrun (issue 4's acceptance: 10 runs)
+#   DNNBENCH=/path/to/dnnbench benchmarks/soak.sh ddp 50
 #
-# Prints one line per run and "N/10 exited 0"; exits 0 only when every run did.
+# Prints one line per run and "N/RUNS exited 0"; exits 0 only when every run did.
 set -u
 
-runs=${1:-10}
+framework=${1:?usage: benchmarks/soak.sh ddp|horovod [RUNS]}
+runs=${2:-20}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z "${DNNBENCH:-}" ]]; then
     if [[ -x "$repo/.venv/bin/dnnbench" ]]; then DNNBENCH="$repo/.venv/bin/dnnbench"; else DNNBENCH=dnnbench; fi
 fi
-out=$(mktemp -d -t dnnbench-soak-horovod.XXXXXX)
-overrides=(framework=horovod model=resnet18 gpus=2 dataset=synthetic)
+out=$(mktemp -d -t "dnnbench-soak-$framework.XXXXXX")
+case "$framework" in
+    # The exact acceptance command of issue 4.
+    horovod) overrides=(framework=horovod model=resnet18 gpus=2 dataset=synthetic) ;;
+    # Tiny, so 20 runs take minutes: what is soaked is start-up and shutdown.
+    *) overrides=(framework="$framework" model=resnet18 gpus=2 dataset=synthetic batch_size=8 steps=2
+                  warmup_steps=1 val_steps=2 dataset.train_samples=64 dataset.val_samples=32) ;;
+esac
 python=$(dirname "$(readlink -f "$DNNBENCH")")/python
 [[ -x "$python" ]] || python=python3
-# Exit 0, then the check: two dumps, every digest equal (ranks hold identical parameters).
+
 same_parameters() {
     "$python" - "$1" <<'PY'
 import json, pathlib, sys
