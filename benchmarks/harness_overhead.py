@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from overhead_common import dnnbench_train_phases, overhead_parser
+
 REPO = Path(__file__).resolve().parents[1]
 BATCH, PROCS, TRAIN_SAMPLES = 32, 2, 4096
 
@@ -87,18 +89,21 @@ def global_rate(ranks: list[dict]) -> tuple[float, float]:
 
 
 def run_dnnbench(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
-    dnnbench = Path(sys.executable).parent / "dnnbench"
-    command = [str(dnnbench)] if dnnbench.exists() else [sys.executable, "-m", "orchestrator.cli"]
-    subprocess.run(
-        [*command, "run", "framework=ddp", "model=resnet18", f"gpus={PROCS}", "dataset=synthetic",
-         f"batch_size={args.batch}", f"steps={args.steps}", f"warmup_steps={args.warmup}", "val_steps=2",
-         "threads_per_process=1", "device=cpu", f"dataset.train_samples={TRAIN_SAMPLES}", "--quiet",
-         "--out", str(folder)],
-        check=True, cwd=REPO, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    dumps = [json.loads(p.read_text()) for p in sorted(folder.glob("cells/*/attempt_0/rank_*.json"))]
-    assert len(dumps) == PROCS, f"expected {PROCS} rank dumps under {folder}"
-    return global_rate([d["phases"]["train"] for d in dumps])
+    overrides = [
+        "framework=ddp",
+        "model=resnet18",
+        f"gpus={PROCS}",
+        "dataset=synthetic",
+        f"batch_size={args.batch}",
+        f"steps={args.steps}",
+        f"warmup_steps={args.warmup}",
+        "val_steps=2",
+        "threads_per_process=1",
+        "device=cpu",
+        f"dataset.train_samples={TRAIN_SAMPLES}",
+    ]
+    phases = dnnbench_train_phases(overrides, folder, PROCS)
+    return global_rate(phases)
 
 
 def run_bare(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
@@ -116,13 +121,7 @@ def run_bare(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=BATCH, help="per process")
-    parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser = overhead_parser(__doc__, pairs=3, steps=20, batch=BATCH)
     args = parser.parse_args()
     if args.bare_worker:
         bare_worker(args)

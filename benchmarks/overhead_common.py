@@ -1,0 +1,34 @@
+"""What the A/B overhead benchmarks share: their options and the dnnbench side of each pair."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def overhead_parser(doc: str | None, *, pairs: int, steps: int, batch: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=pairs)
+    parser.add_argument("--steps", type=int, default=steps, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=batch, help="per process")
+    parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    return parser
+
+
+def dnnbench_train_phases(overrides: list[str], folder: Path, processes: int) -> list[dict]:
+    """Run one cell with `dnnbench run`; the training phase of every rank's dump."""
+    dnnbench = Path(sys.executable).parent / "dnnbench"
+    command = [str(dnnbench)] if dnnbench.exists() else [sys.executable, "-m", "orchestrator.cli"]
+    subprocess.run(
+        [*command, "run", *overrides, "--quiet", "--out", str(folder)], check=True, cwd=REPO, stdout=subprocess.DEVNULL
+    )
+    dumps = [json.loads(p.read_text()) for p in sorted(folder.glob("cells/*/attempt_0/rank_*.json"))]
+    assert len(dumps) == processes, f"expected {processes} rank dumps under {folder}"
+    return [d["phases"]["train"] for d in dumps]
