@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO, TINY_DDP, run_cell_in
 
 from jobs.launchers import LaunchSpec, get_launcher
-from tests.conftest import REPO, TINY_DDP, run_cell_in
 
 pytestmark = pytest.mark.horovod
 
