@@ -126,3 +126,17 @@ def test_a_gz_only_mnist_root_is_read_or_refused_at_plan_time(mnist_gz_only_root
         return
     (doc,) = run_cell_here(overrides, tmp_path)  # reading the .gz files is the other
     assert doc["phases"]["val"]["evaluated"] == 32
+
+
+def test_mnist_is_copied_to_node_local_scratch_first(mnist_root, run_cell_here, tmp_path):
+    scratch = tmp_path / "scratch"
+    overrides = ["dataset=mnist", f"dataset.root={mnist_root}", "dataset.copy_to_scratch=true",
+                 f"cluster.scratch={scratch}", "gpus=1", "batch_size=16", "steps=2", "warmup_steps=1",
+                 "val_steps=2", "dataset.train_samples=64", "dataset.val_samples=32"]  # fmt: skip
+    (doc,) = run_cell_here(overrides, tmp_path / "run")
+    served_from = doc["extra"]["data"]["root"]
+    assert served_from.startswith(str(scratch)), served_from
+    assert sorted(p.name for p in (scratch / "dnnbench-data" / "MNIST" / "raw").iterdir()) == sorted(
+        p.name for p in (mnist_root / "MNIST" / "raw").iterdir()
+    )
+    assert doc["phases"]["val"]["evaluated"] == 32
