@@ -100,6 +100,8 @@ def throughput_figure(results: Any, warnings: list[str]) -> Any:
             ax.set_title(f"{model} — {phase}")
             ax.set_xlabel("processes (GPUs)")
             ax.set_ylabel("samples/s (global)")
+            # A t-interval over few repeats can reach below zero; throughput cannot.
+            ax.set_ylim(bottom=0)
             ax.set_xticks(sorted(frame["world_size"].unique()))
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)

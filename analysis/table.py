@@ -44,6 +44,8 @@ STAT_COLUMNS = ["mean", "median", "std", "n", "ci95_low", "ci95_high", "cv", "ci
 _NOT_KNOBS = {
     "gpus", "nodes", "framework.name", "model.name", "dataset.name", "dataset.on_device", "precision", "batch_size",
     "repeats",
+    # Follows from the framework (ddp→torchrun, horovod→horovodrun): not a knob of its own.
+    "framework.launcher",
 }  # fmt: skip
 
 
