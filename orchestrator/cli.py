@@ -110,7 +110,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if report.already_submitted:
         print(f"{report.already_submitted} cell(s) already submitted earlier: left alone")
     if report.job_ids:
-        print(f"submitted {sum(len(g.cells) for g in report.groups)} cell(s) as job(s) "
+        submitted_cells = sum(len(g.cells) for g in report.groups) - report.not_submitted
+        print(f"submitted {submitted_cells} cell(s) as job(s) "
               f"{', '.join(report.job_ids[:20])}{' …' if len(report.job_ids) > 20 else ''}")  # fmt: skip
     if report.not_submitted:
         print(
@@ -137,6 +138,10 @@ def _aggregate(sweep_dir: Path) -> None:
         aggregate_command([str(sweep_dir)], None)
     except DnnbenchError as err:  # e.g. no completed cell: the status table above says why
         print(f"aggregation: {err}", file=sys.stderr)
+        return
+    table = Path(sweep_dir) / "results" / "results.md"
+    if table.exists():  # the results table itself, as the README promises
+        print(table.read_text())
 
 
 def _print_status(sweep_dir: Path, as_json: bool = False) -> list:

@@ -64,7 +64,9 @@ class AttemptRow:
         """``<array job id>_<index>`` as sacct/squeue print array tasks, or the plain job id."""
         if self.job_id is None:
             return None
-        return self.job_id if self.array_index is None else f"{self.job_id}_{self.array_index}"
+        if self.array_index is None or self.backend == "local":  # local jobs are not arrays
+            return self.job_id
+        return f"{self.job_id}_{self.array_index}"
 
 
 class Ledger:
