@@ -164,7 +164,8 @@ def _print_status(sweep_dir: Path, as_json: bool = False) -> list:
     for s in statuses:
         attempt = "" if s.attempt is None else str(s.attempt)
         table.add_row(s.cell_id, s.label, s.state, s.failure_class or "", attempt, s.job or "", s.detail[:200])
-    Console().print(table)
+    # Piped or logged output gets a width that fits the cell labels (rich would use 80).
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     print(summary(statuses))
     return statuses
 
