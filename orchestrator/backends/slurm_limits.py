@@ -4,8 +4,10 @@
 - ``MaxJobCount`` (scontrol show config): job records the controller keeps, all users.
 - ``MaxSubmitJobs`` / ``MaxSubmitJobsPerUser`` of the user's association and QOS
   (sacctmgr, where it answers): jobs one user may have queued.
-Each array task counts as a job against the last two, as Slurm counts them. A limit that
-cannot be read is taken as absent, never guessed.
+Each array task counts as a job against the last two, as Slurm counts them. MaxJobCount
+counts every record the controller keeps, ended jobs too (for MinJobAge s after they end);
+MaxSubmitJobs counts the user's jobs not ended. A limit that cannot be read is taken as
+absent, never guessed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import subprocess
 from dataclasses import dataclass
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default: indices 0..1000
+# Job states that no longer count against MaxSubmitJobs (the record may still count against MaxJobCount).
+ENDED_STATES = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+                          "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT"})  # fmt: skip
 TIMEOUT_S = 30
 
 
@@ -42,7 +47,8 @@ class ClusterLimits:
         """How many more jobs (array tasks) may be queued now; None when unlimited."""
         rooms = []
         if self.max_job_count is not None:
-            rooms.append(self.max_job_count - self.jobs_in_system)
+            # slurmctld refuses a job that would make its record count reach MaxJobCount (>=).
+            rooms.append(self.max_job_count - 1 - self.jobs_in_system)
         if self.max_submit_jobs is not None:
             rooms.append(self.max_submit_jobs - self.jobs_of_user)
         return max(0, min(rooms)) if rooms else None
@@ -50,7 +56,7 @@ class ClusterLimits:
     def describe(self) -> str:
         parts = [f"MaxArraySize={self.max_array_size}"]
         if self.max_job_count is not None:
-            parts.append(f"MaxJobCount={self.max_job_count} ({self.jobs_in_system} queued on the cluster)")
+            parts.append(f"MaxJobCount={self.max_job_count} ({self.jobs_in_system} job records on the cluster)")
         if self.max_submit_jobs is not None:
             parts.append(f"MaxSubmitJobs={self.max_submit_jobs} ({self.jobs_of_user} yours queued)")
         return ", ".join(parts)
@@ -91,12 +97,13 @@ def submit_limit(user: str) -> int | None:
 def read_limits() -> ClusterLimits:
     config = parse_config(_run(["scontrol", "show", "config"]) or "")
     user = getpass.getuser()
-    all_jobs = _run(["squeue", "-h", "-r", "-o", "%u"])
-    users = (all_jobs or "").split()
+    # --states=all: the ended jobs the controller still keeps count against MaxJobCount too.
+    all_jobs = _run(["squeue", "-h", "-r", "--states=all", "-o", "%u|%T"])
+    jobs = [line.split("|", 1) for line in (all_jobs or "").splitlines() if "|" in line]
     return ClusterLimits(
         max_array_size=_int(config.get("MaxArraySize")) or DEFAULT_MAX_ARRAY_SIZE,
         max_job_count=_int(config.get("MaxJobCount")),
         max_submit_jobs=submit_limit(user),
-        jobs_in_system=len(users),
-        jobs_of_user=sum(1 for u in users if u == user),
+        jobs_in_system=len(jobs),
+        jobs_of_user=sum(1 for u, state in jobs if u == user and state.strip() not in ENDED_STATES),
     )
