@@ -46,6 +46,28 @@ class Shard:
     world: int
 
 
+class ResidentBatches:
+    """Batches of a dataset already held as tensors: one gather per batch, no per-sample collate.
+
+    Same sampler, so the same samples in the same order as a DataLoader would give; it only
+    skips the DataLoader's per-item indexing and stacking, which is harness cost, not work.
+    """
+
+    def __init__(self, data: TensorDataset, sampler: DistributedSampler, batch_size: int, drop_last: bool):
+        self.tensors, self.sampler = data.tensors, sampler
+        self.batch_size, self.drop_last = batch_size, drop_last
+
+    def __len__(self) -> int:
+        count = len(self.sampler)
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = torch.tensor(list(iter(self.sampler)), device=self.tensors[0].device)
+        for number in range(len(self)):
+            index = order[number * self.batch_size : (number + 1) * self.batch_size]
+            yield tuple(tensor[index] for tensor in self.tensors)
+
+
 class BatchSource:
     """Training and validation batches for one process."""
 
@@ -55,15 +77,16 @@ class BatchSource:
             train, num_replicas=shard.world, rank=shard.rank, shuffle=True, seed=seed, drop_last=True
         )
         val_sampler = DistributedSampler(val, num_replicas=shard.world, rank=shard.rank, shuffle=False, drop_last=False)
-        self.train_loader = DataLoader(
-            train,
-            batch_size=batch_size,
-            sampler=self.train_sampler,
-            drop_last=True,
-            num_workers=workers,
-            pin_memory=False,
-        )
-        self.val_loader = DataLoader(val, batch_size=batch_size, sampler=val_sampler, num_workers=workers)
+        self.train_loader: Any
+        self.val_loader: Any
+        if isinstance(train, TensorDataset) and isinstance(val, TensorDataset):
+            self.train_loader = ResidentBatches(train, self.train_sampler, batch_size, drop_last=True)
+            self.val_loader = ResidentBatches(val, val_sampler, batch_size, drop_last=False)
+        else:
+            self.train_loader = DataLoader(
+                train, batch_size=batch_size, sampler=self.train_sampler, drop_last=True, num_workers=workers
+            )
+            self.val_loader = DataLoader(val, batch_size=batch_size, sampler=val_sampler, num_workers=workers)
 
     @property
     def steps_per_epoch(self) -> int:

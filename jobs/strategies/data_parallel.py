@@ -37,9 +37,13 @@ class DataParallelStrategy(Strategy):
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss = self.criterion(self.model(images), labels)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:  # fp32: the plain step, nothing of the scaler's bookkeeping inside the clock
+            loss.backward()
+            self.optimizer.step()
         return StepResult(loss=loss.detach(), samples=images.shape[0])
 
     @torch.no_grad()
