@@ -41,6 +41,7 @@ class FastComposer:
         self._bases: dict[tuple[str, ...], tuple[DictConfig, dict[str, Any]] | None] = {}
         self._values: dict[str, tuple[str, Any]] = {}
         self._value_kind: dict[str, bool] = {}
+        self._trial: DictConfig | None = None
         self.slow_composes = 0
         self.fast_cells = 0
 
@@ -86,7 +87,10 @@ class FastComposer:
         if key not in self._values:
             override = self._parse(text)
             path = override.key_or_group
-            trial = copy.deepcopy(typed)
+            if self._trial is None:
+                # One scratch copy serves every check: each check writes one key, then reads it back.
+                self._trial = copy.deepcopy(typed)
+            trial = self._trial
             try:
                 OmegaConf.update(trial, path, override.value(), merge=True)
                 node = OmegaConf.select(trial, path, throw_on_missing=True)
