@@ -103,14 +103,13 @@ class SchemaError(ValueError):
 def _check_fields(where: str, doc: Mapping[str, Any], spec: Mapping[str, tuple[type | None, ...]]) -> list[str]:
     reasons = []
     for key, types in spec.items():
-        if key not in doc:
-            if None not in types:
-                reasons.append(f"{where}{key}: missing")
+        value = doc.get(key, _ABSENT)
+        # Fast path: the exact type is one the field accepts (bool never passes as int here).
+        if type(value) in types:
             continue
-        value = doc[key]
-        if value is None:
+        if value is _ABSENT or value is None:
             if None not in types:
-                reasons.append(f"{where}{key}: null not allowed")
+                reasons.append(f"{where}{key}: {'missing' if value is _ABSENT else 'null not allowed'}")
             continue
         concrete = tuple(t for t in types if t is not None)
         # bool is an int subclass; a True where a count belongs is a bug, not a number.
@@ -119,6 +118,10 @@ def _check_fields(where: str, doc: Mapping[str, Any], spec: Mapping[str, tuple[t
         elif not isinstance(value, concrete):
             reasons.append(f"{where}{key}: expected {_names(concrete)}, got {type(value).__name__}")
     return reasons
+
+
+_ABSENT = object()
+_NUMBER_TYPES = frozenset((int, float))
 
 
 def _names(types: tuple[type, ...]) -> str:
@@ -160,7 +163,8 @@ def _check_phase(where: str, phase: Mapping[str, Any]) -> list[str]:
     times = phase["step_times_s"]
     if len(times) != phase["timed_steps"]:
         reasons.append(f"{where}step_times_s: {len(times)} entries for {phase['timed_steps']} steps")
-    if any(not isinstance(t, _NUM) or isinstance(t, bool) or t < 0 for t in times):
+    # set(map(type, …)) and min() run in C: this is the hot loop when reading 40,000 dumps.
+    if times and (not set(map(type, times)) <= _NUMBER_TYPES or min(times) < 0):
         reasons.append(f"{where}step_times_s: entries must be non-negative numbers")
     if phase["seconds"] < 0 or phase["samples"] < 0:
         reasons.append(f"{where}: negative seconds or samples")
