@@ -73,16 +73,22 @@ def _series(frame: Any):
         yield label, framework, rows.sort_values("world_size")
 
 
-def throughput_figure(results: Any, warnings: list[str]) -> Any:
-    """Global throughput vs processes; rows = phase, columns = model; CI band and the
-    linear-scaling line (1-process throughput × processes, dashed)."""
-    if results.empty:
-        return None
+def _phase_by_model_grid(results: Any) -> tuple[dict[str, Any], list[str], list[str], Any, Any]:
+    """The layout the throughput and memory figures share: rows = phase, columns = model."""
     plt = _setup()
     colors = framework_colors(results["framework"])
     phases = [p for p in ("train", "val") if p in set(results["phase"])]
     models = sorted(results["model"].unique())
     fig, axes = _grid(plt, phases, models)
+    return colors, phases, models, fig, axes
+
+
+def throughput_figure(results: Any, warnings: list[str]) -> Any:
+    """Global throughput vs processes; rows = phase, columns = model; CI band and the
+    linear-scaling line (1-process throughput × processes, dashed)."""
+    if results.empty:
+        return None
+    colors, phases, models, fig, axes = _phase_by_model_grid(results)
     for i, phase in enumerate(phases):
         for j, model in enumerate(models):
             ax = axes[i][j]
@@ -148,11 +154,7 @@ def memory_figure(results: Any, warnings: list[str]) -> Any:
 
     if results.empty:
         return None
-    plt = _setup()
-    colors = framework_colors(results["framework"])
-    phases = [p for p in ("train", "val") if p in set(results["phase"])]
-    models = sorted(results["model"].unique())
-    fig, axes = _grid(plt, phases, models)
+    colors, phases, models, fig, axes = _phase_by_model_grid(results)
     frameworks = [f for f in colors if f in set(results["framework"])]
     width = 0.8 / max(len(frameworks), 1)
     for i, phase in enumerate(phases):
