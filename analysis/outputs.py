@@ -7,19 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from analysis.errors import AnalysisError
+from analysis.table import CONFIG_COLUMNS
 
 # The results table's column order (knob columns ``cfg.*`` follow the identity columns).
 RESULT_COLUMNS = [
     "sweep",
-    "framework",
-    "model",
-    "dataset",
-    "data_on_device",
-    "precision",
-    "batch_size",
-    "gpus",
-    "nodes",
-    "world_size",
+    *CONFIG_COLUMNS,
     "phase",
     "repeats",
     "throughput",

@@ -22,9 +22,8 @@ from typing import Any
 from analysis import confounds
 from analysis.stats import t_quantile_975
 
-IDENTITY = [
-    "sweep",
-    "config_key",
+# What a configuration is, in the order tables show it (the results table starts with these too).
+CONFIG_COLUMNS = [
     "framework",
     "model",
     "dataset",
@@ -34,10 +33,8 @@ IDENTITY = [
     "gpus",
     "nodes",
     "world_size",
-    "device_type",
-    "memory_kind",
-    "phase",
 ]
+IDENTITY = ["sweep", "config_key", *CONFIG_COLUMNS, "device_type", "memory_kind", "phase"]
 BASELINE_KEY = ["framework", "model", "dataset", "data_on_device", "precision", "batch_size", "phase"]
 STAT_COLUMNS = ["mean", "median", "std", "n", "ci95_low", "ci95_high", "cv", "ci_basis"]
 # Config fields that are not swept knobs even when they vary.
