@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: venv horovod slurm-up slurm-down demo test lint
+.PHONY: venv horovod slurm-up slurm-down demo test lint gpu-wheels
 
 venv: $(VENV)/.installed
 
@@ -39,3 +39,11 @@ test: venv horovod
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check orchestrator jobs conf
+
+# What scripts/gpu-check.sh needs on a GPU machine that has PyTorch but no internet: the
+# pure-Python packages torch does not bring, as wheels of the versions installed here.
+gpu-wheels: venv
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip wheel -q --no-deps -w .whl $$($(PY) -m pip list --format=freeze 2>/dev/null | \
+		grep -iE '^(hydra-core|omegaconf|antlr4-python3-runtime)==')
+	ls .whl

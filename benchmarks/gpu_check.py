@@ -1,13 +1,17 @@
 """Prove the GPU paths: real cells on one GPU, the checks the CPU cannot make, one table.
 
 Run through ``scripts/gpu-check.sh`` (it finds Python and the carried wheels). On a GPU:
-1-GPU DDP (nccl) and pipeline cells on resnet18/resnet50/efficientnet_b0, synthetic and
-MNIST-shaped data resident on the device, AMP off and on; then
+1-GPU DDP (nccl) cells on resnet18/resnet50/efficientnet_b0 in fp32, amp (float16 + loss
+scaling) and bf16, and fp32 pipeline cells, on MNIST-shaped synthetic data made on the device;
+with ``--mnist-root``, resnet18 on real MNIST kept resident on the device too. Then:
 - allocated ≤ reserved on every phase (the schema rejects a dump otherwise),
 - the peaks are reset between phases (validation's peak below training's),
-- step times are device-synchronised: StepClock against CUDA events over the same steps,
+- step times cover the device's work: the steps add up to the synchronised wall time of
+  their phase in every cell, and to independent CUDA events around a run of steps,
 - harness overhead: dnnbench's img/s against a bare loop on the same GPU,
-- achieved TFLOP/s against the card's measured fp32/bf16 matmul peak.
+- achieved TFLOP/s against the card's measured matmul peak for the precision's math.
+Cells that would start after ``--budget-s`` are skipped and said so, so one call on a lent
+machine always ends with its table. report.json is rewritten after every cell.
 On a CPU the same script runs a small subset and marks the GPU-only checks skipped, so CI
 keeps it working. Exit status 1 when a check fails.
 """
@@ -30,10 +34,13 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from jobs import schema  # noqa: E402
+from orchestrator.errors import DnnbenchError  # noqa: E402
 
 
 @dataclass
 class Report:
+    device: str
+    peaks: dict[str, float] = field(default_factory=dict)  # measured matmul TFLOP/s by math
     rows: list[dict[str, Any]] = field(default_factory=list)
     checks: list[tuple[str, str, str]] = field(default_factory=list)  # (name, PASS|FAIL|SKIP, detail)
 
@@ -44,17 +51,28 @@ class Report:
     def failed(self) -> bool:
         return any(status == "FAIL" for _, status, _ in self.checks)
 
+    def write(self, out: Path) -> None:
+        """Rewritten after every cell, so a run cut short still leaves what it measured."""
+        doc = {"device": self.device, "peaks_tflops": self.peaks, "rows": self.rows, "checks": self.checks}
+        schema.write_atomic(out / "report.json", doc)
 
-def run_cell(overrides: list[str], out: Path) -> list[dict[str, Any]]:
+
+def plan_cell(overrides: list[str]) -> Any:
     from orchestrator import sweep
+
+    (cell,) = sweep.plan(overrides).cells
+    return cell
+
+
+def run_cell(cell: Any, out: Path) -> list[dict[str, Any]]:
+    """Run one planned cell as a sweep would; a rerun into the same --out adds an attempt."""
     from orchestrator.runner import run_cell as run
     from orchestrator.submit import write_cell_file
 
-    (cell,) = sweep.plan(overrides).cells
     cell_file = out / cell.id / "cell.json"
     write_cell_file(cell_file, cell)
-    attempt = out / cell.id / "attempt_0"
-    run(str(cell_file), str(attempt))
+    attempt = next(out / cell.id / f"attempt_{n}" for n in range(1000) if not (out / cell.id / f"attempt_{n}").exists())
+    run(str(cell_file), str(attempt))  # raises CellFailedError, with the log's tail, if it failed
     return [schema.load(p) for p in sorted(attempt.glob("rank_*.json"))]
 
 
@@ -70,25 +88,48 @@ def flops_per_sample(model_name: str, device: torch.device) -> float:
     return 3.0 * counter.get_total_flops() / 8
 
 
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    torch.cuda.synchronize(device)
-    return 10 * 2 * n**3 / (time.perf_counter() - start) / 1e12
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, *, tf32: bool = False, n: int = 8192) -> float:
+    """Dense n×n×n matmul rate: the card's attainable peak for this math, measured, not quoted."""
+    was = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize(device)
+        return 10 * 2 * n**3 / (time.perf_counter() - start) / 1e12
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = was
 
 
-def bare_loop_rate(model_name: str, batch: int, steps: int, warmup: int, device: torch.device, amp: bool) -> float:
+def measured_peaks(device: torch.device) -> dict[str, float]:
+    return {
+        "fp32": matmul_peak_tflops(device, torch.float32),
+        "tf32": matmul_peak_tflops(device, torch.float32, tf32=True),
+        "fp16": matmul_peak_tflops(device, torch.float16),
+        "bf16": matmul_peak_tflops(device, torch.bfloat16),
+    }
+
+
+def peak_basis(precision: str) -> str:
+    """Which measured peak a cell's math runs at: fp32 convolutions use TF32 where cuDNN may."""
+    if precision == "fp32":
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "fp32"
+    return {"amp": "fp16", "bf16": "bf16"}[precision]
+
+
+def bare_loop_rate(model_name: str, batch: int, steps: int, warmup: int, device: torch.device, name: str) -> float:
     """The same work without the harness: one process, DDP of one rank, tensors on the device."""
     import torch.distributed as dist
     from torch import nn
 
     from jobs.models import build_model
+    from jobs.precision import precision
 
     if device.type == "cpu":
         torch.set_num_threads(1)  # as the cells' threads_per_process=1
@@ -100,7 +141,8 @@ def bare_loop_rate(model_name: str, batch: int, steps: int, warmup: int, device:
     ids = [device.index] if device.type == "cuda" else None
     model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    numeric = precision(name)
+    scaler = numeric.grad_scaler(device)
     images = torch.randn(4096, 1, 28, 28, device=device)
     labels = torch.randint(0, 10, (4096,), device=device)
     per_epoch = 4096 // batch
@@ -108,11 +150,15 @@ def bare_loop_rate(model_name: str, batch: int, steps: int, warmup: int, device:
     def step(i: int) -> None:
         lo = (i % per_epoch) * batch
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        with numeric.autocast(device):
             loss = nn.functional.cross_entropy(model(images[lo : lo + batch]), labels[lo : lo + batch])
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        if scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
 
     for i in range(warmup):
         step(i)
@@ -126,8 +172,8 @@ def bare_loop_rate(model_name: str, batch: int, steps: int, warmup: int, device:
     return steps * batch / (time.perf_counter() - start)
 
 
-def timing_is_synchronised(device: torch.device) -> tuple[float, str]:
-    """Largest relative gap between StepClock and CUDA events over the same steps."""
+def step_clock_against_cuda_events(device: torch.device) -> tuple[float, str]:
+    """Relative gap between the StepClock's steps and independent CUDA events around them."""
     from jobs.measure import StepClock
     from jobs.models import build_model
 
@@ -135,21 +181,33 @@ def timing_is_synchronised(device: torch.device) -> tuple[float, str]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(128, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (128,), device=device)
-    clock, gaps = StepClock(device), []
-    for i in range(8):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        clock.start()
-        begin.record()
-        optimizer.zero_grad()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-        end.record()
-        wall = clock.stop()
-        end.synchronize()
-        if i >= 2:
-            events = begin.elapsed_time(end) / 1000
-            gaps.append(abs(wall - events) / events)
-    return max(gaps), f"max |StepClock − CUDA events| / events = {max(gaps):.3f} over 6 steps"
+
+    for _ in range(3):
+        step()
+    clock = StepClock(device)
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(device)
+    host = time.perf_counter()
+    begin.record()
+    for _ in range(20):
+        clock.start()
+        step()
+        clock.stop()
+    end.record()
+    host_s = time.perf_counter() - host
+    end.synchronize()
+    events_s = begin.elapsed_time(end) / 1000
+    steps_s = sum(clock.finish())
+    gap = abs(steps_s - events_s) / events_s
+    return gap, (
+        f"20 resnet50 steps: StepClock {steps_s * 1e3:.1f} ms, CUDA events {events_s * 1e3:.1f} ms "
+        f"(gap {gap:.3f}); the host alone saw {host_s * 1e3:.1f} ms"
+    )
 
 
 def main() -> int:
@@ -161,18 +219,26 @@ def main() -> int:
         default=os.environ.get("DNNBENCH_MNIST_ROOT"),
         help="a torchvision MNIST root: adds real-MNIST cells (data resident on the device)",
     )
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="start no cell after this many seconds (default 420)"
+    )
     args = parser.parse_args()
+    started = time.perf_counter()
     gpu = torch.cuda.is_available()
     device = torch.device("cuda", 0) if gpu else torch.device("cpu")
     out = args.out or Path(tempfile.mkdtemp(prefix="dnnbench-gpu-check-"))
     out.mkdir(parents=True, exist_ok=True)
     steps = args.steps or (50 if gpu else 4)
     batch = 128 if gpu else 16
-    models = ["resnet18", "resnet50", "efficientnet_b0"] if gpu else ["resnet18"]
-    precisions = ["fp32", "amp"] if gpu else ["fp32"]
-    report = Report()
     name = torch.cuda.get_device_name(0) if gpu else "CPU (no GPU: GPU-only checks skipped)"
+    report = Report(device=name)
+    from jobs.environment import numerics
+
     print(f"dnnbench GPU check on {name}, torch {torch.__version__}, dumps in {out}", flush=True)
+    print(f"numerics: {json.dumps(numerics(torch))}", flush=True)
+    if gpu:
+        report.peaks = {k: round(v, 1) for k, v in measured_peaks(device).items()}
+        print(f"measured matmul peaks, TFLOP/s: {json.dumps(report.peaks)}", flush=True)
     common = [
         f"steps={steps}",
         "warmup_steps=5" if gpu else "warmup_steps=1",
@@ -181,58 +247,71 @@ def main() -> int:
         "gpus=1",
         "threads_per_process=1",
     ]
-    peaks = {}
+    planned = []
+    for framework, model, data, precision in cell_matrix(gpu, bool(args.mnist_root)):
+        # Real MNIST is decoded once and kept resident on the device (dataset.on_device).
+        dataset = (
+            ["dataset=synthetic"]
+            if data == "synthetic"
+            else ["dataset=mnist", f"dataset.root={args.mnist_root}", "dataset.on_device=true"]
+        )
+        overrides = [f"framework={framework}", f"model={model}", f"precision={precision}", *dataset, *common]
+        try:  # every cell is planned before any runs: bad input ends the check at once
+            planned.append(((framework, model, data, precision), plan_cell(overrides)))
+        except DnnbenchError as err:
+            print(f"gpu-check: {err}", file=sys.stderr)
+            return 2
+    for (framework, model, data, precision), cell in planned:
+        label = f"{framework}/{model}/{data}/{precision}"
+        if time.perf_counter() - started > args.budget_s:
+            report.check(f"cell {label}", None, f"not started: past --budget-s {args.budget_s:.0f}")
+            continue
+        cell_started = time.perf_counter()
+        try:
+            docs = run_cell(cell, out)
+        except Exception as err:  # one broken cell is a failed check, the others still run
+            report.check(f"cell {label}", False, f"{type(err).__name__}: {err}")
+            report.write(out)
+            continue
+        row = summarise(docs, framework, model, data, precision, flops_per_sample(model, device), report.peaks)
+        row["wall_s"] = round(time.perf_counter() - cell_started, 1)
+        report.rows.append(row)
+        print(json.dumps(row), flush=True)
+        checks_for(report, docs, row, gpu)
+        report.write(out)
     if gpu:
-        peaks = {dtype: matmul_peak_tflops(device, dtype) for dtype in (torch.float32, torch.bfloat16)}
-    for model in models:
-        flops = flops_per_sample(model, device)
-        for framework in ("ddp", "pipeline"):
-            for data in ("synthetic", "mnist") if args.mnist_root else ("synthetic",):
-                for precision in precisions if framework == "ddp" else ["fp32"]:
-                    # Real MNIST, decoded once and kept resident on the device (dataset.on_device).
-                    dataset = (
-                        ["dataset=synthetic"]
-                        if data == "synthetic"
-                        else ["dataset=mnist", f"dataset.root={args.mnist_root}", "dataset.on_device=true"]
-                    )
-                    overrides = [
-                        f"framework={framework}",
-                        f"model={model}",
-                        f"precision={precision}",
-                        *dataset,
-                        *common,
-                    ]
-                    started = time.perf_counter()
-                    docs = run_cell(overrides, out)
-                    row = summarise(docs, framework, model, data, precision, flops, peaks, device)
-                    row["wall_s"] = round(time.perf_counter() - started, 1)
-                    report.rows.append(row)
-                    print(json.dumps(row), flush=True)
-                    checks_for(report, docs, row, gpu)
-    if gpu:
-        gap, detail = timing_is_synchronised(device)
-        report.check("step timing device-synchronised", gap < 0.05, detail)
+        gap, detail = step_clock_against_cuda_events(device)
+        report.check("step times match CUDA events", gap < 0.03, detail)
     else:
-        report.check("step timing device-synchronised", None, "no GPU")
-    harness = [r for r in report.rows if r["framework"] == "ddp" and r["data"] == "synthetic"]
-    for row in harness:
-        bare = bare_loop_rate(row["model"], batch, steps, 5, device, row["precision"] == "amp")
+        report.check("step times match CUDA events", None, "no GPU")
+    for row in [r for r in report.rows if r["framework"] == "ddp" and r["data"] == "synthetic"]:
+        bare = bare_loop_rate(row["model"], batch, steps, 5, device, row["precision"])
         row["bare_img_s"] = round(bare, 1)
         ratio = row["train_img_s"] / bare
-        target = 0.99 if gpu else None  # on 2 shared CPU cores the ratio is noise: reported, not judged
+        # On 2 shared CPU cores the ratio is noise: reported, not judged.
         report.check(
             f"harness ≥ 0.99× bare loop ({row['model']} {row['precision']})",
-            None if target is None else ratio >= target,
+            ratio >= 0.99 if gpu else None,
             f"ratio {ratio:.3f}",
         )
-    print_table(report, name, peaks)
-    (out / "report.json").write_text(
-        json.dumps({"device": name, "rows": report.rows, "checks": report.checks}, indent=1)
-    )
+    print_table(report)
+    report.write(out)
+    print(f"gpu-check took {time.perf_counter() - started:.0f} s", flush=True)
     return 1 if report.failed else 0
 
 
-def summarise(docs, framework, model, data, precision, flops, peaks, device) -> dict[str, Any]:
+def cell_matrix(gpu: bool, mnist: bool) -> list[tuple[str, str, str, str]]:
+    """(framework, model, data, precision) of every cell, cheapest first."""
+    models = ["resnet18", "resnet50", "efficientnet_b0"] if gpu else ["resnet18"]
+    precisions = ["fp32", "amp", "bf16"] if gpu else ["fp32"]
+    cells = [("ddp", m, "synthetic", p) for m in models for p in precisions]
+    cells += [("pipeline", m, "synthetic", "fp32") for m in models]  # the pipeline runs fp32 only
+    if mnist:
+        cells += [(framework, "resnet18", "mnist", "fp32") for framework in ("ddp", "pipeline")]
+    return cells
+
+
+def summarise(docs, framework, model, data, precision, flops, peaks) -> dict[str, Any]:
     counting = [d for d in docs if d["counts_samples"]]
     train = sum(d["phases"]["train"]["samples"] for d in counting) / max(d["phases"]["train"]["seconds"] for d in docs)
     val = sum(d["phases"]["val"]["samples"] for d in counting) / max(
@@ -252,8 +331,9 @@ def summarise(docs, framework, model, data, precision, flops, peaks, device) -> 
         "tflops": round(train * flops / 1e12, 2),
     }
     if peaks:
-        peak = peaks[torch.bfloat16] if precision == "amp" else peaks[torch.float32]
-        row["pct_of_peak"] = round(100 * row["tflops"] / peak, 1)
+        basis = peak_basis(precision)
+        row["peak_basis"] = basis
+        row["pct_of_peak"] = round(100 * row["tflops"] / peaks[basis], 2)
     return row
 
 
@@ -264,6 +344,15 @@ def _mib(value: int | None) -> float | None:
 def checks_for(report: Report, docs: list[dict], row: dict, gpu: bool) -> None:
     label = f"{row['framework']}/{row['model']}/{row['data']}/{row['precision']}"
     report.check(f"valid dumps {label}", all(not schema.validate(d) for d in docs), f"{len(docs)} rank(s)")
+    coverage = min(
+        sum(d["phases"][p]["step_times_s"]) / d["phases"][p]["seconds"] for d in docs for p in ("train", "val")
+    )
+    # A step clock that stopped at kernel launch would cover far less than its phase's wall time.
+    report.check(
+        f"steps cover the phase {label}",
+        coverage >= (0.95 if gpu else 0.8),
+        f"Σ step times / synchronised phase wall time ≥ {coverage:.3f}",
+    )
     if not gpu:
         report.check(f"allocated ≤ reserved {label}", None, "no GPU")
         return
@@ -280,13 +369,11 @@ def checks_for(report: Report, docs: list[dict], row: dict, gpu: bool) -> None:
     report.check(f"peaks reset between phases {label}", resets, "val peak < train peak on every rank")
 
 
-def print_table(report: Report, name: str, peaks: dict) -> None:
-    print(f"\n## GPU check — {name}")
-    if peaks:
-        print(
-            f"measured matmul peak: fp32 {peaks[torch.float32]:.1f} TFLOP/s, bf16 {peaks[torch.bfloat16]:.1f} TFLOP/s"
-        )
-    columns = list(report.rows[0]) if report.rows else []
+def print_table(report: Report) -> None:
+    print(f"\n## GPU check — {report.device}")
+    if report.peaks:
+        print("measured matmul peaks, TFLOP/s: " + ", ".join(f"{k} {v}" for k, v in report.peaks.items()))
+    columns = list(dict.fromkeys(c for row in report.rows for c in row))
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in report.rows:

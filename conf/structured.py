@@ -3,7 +3,7 @@
 Hydra merges ``conf/config.yaml`` and the group options onto these dataclasses, so
 an unknown key or a value of the wrong type is an error naming the key. Semantic
 checks that span fields (``gpus`` against the cluster, micro-batches against the
-batch) live in :mod:`orchestrator.validate`, not here.
+batch) live in :mod:`orchestrator.config`, not here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# Names of `precision` (jobs/precision.py says what each runs in).
+PRECISIONS = ("fp32", "amp", "bf16")
 
 
 @dataclass
@@ -120,7 +123,9 @@ class BenchConfig:
     repeats: int = 1  # independent runs of each cell (separate jobs)
     repeat: int = 0  # which of them this is: set by the sweep, not by hand
     seed: int = 0
-    precision: str = "fp32"  # fp32 | amp (GPU only)
+    precision: str = "fp32"  # one of PRECISIONS; amp and bf16 need a GPU
+    # cuDNN tries the convolution algorithms for each input shape first and keeps the fastest.
+    cudnn_benchmark: bool = False
     threads_per_process: int = 1  # OMP_NUM_THREADS / torch threads, the same for every framework
     device: str = "auto"  # auto | cpu | cuda
     lr: float = 0.05

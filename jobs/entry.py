@@ -36,6 +36,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     cfg: DictConfig = OmegaConf.create(cell["config"])
     started = _now()
     torch.set_num_threads(cfg.threads_per_process)
+    torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", False))
     strategy = get_strategy(cfg.framework.name)(cfg)
     try:
         placement = strategy.setup()

@@ -1,7 +1,8 @@
 """The environment fingerprint every rank records, and the hash that makes confounds visible.
 
 Two cells are comparable only if what could change their speed is the same:
-library versions, thread settings, CPU and GPU model, driver. Those fields make up
+library versions, thread settings, numeric settings (TF32, cuDNN autotuning), CPU and
+GPU model, driver. Those fields make up
 ``COMPARABLE_KEYS`` and the hash; where a process ran (host, Slurm ids, ranks) is
 recorded but left out of the hash.
 """
@@ -85,6 +86,7 @@ def _torch_details() -> dict[str, Any]:
         "gpu_name": None,
         "gpu_count": 0,
         "cuda_available": torch.cuda.is_available(),
+        "numerics": numerics(torch),
     }
     if torch.cuda.is_available():
         details["cudnn"] = torch.backends.cudnn.version()
@@ -93,6 +95,17 @@ def _torch_details() -> dict[str, Any]:
         details["gpu_count"] = torch.cuda.device_count()
         details["gpu_name"] = torch.cuda.get_device_name(torch.cuda.current_device())
     return details
+
+
+def numerics(torch: Any) -> dict[str, Any]:
+    """The math settings that change GPU speed: TF32 for fp32 matmul/convolution, cuDNN autotuning."""
+    return {
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
 
 
 def _gpu_driver() -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from jobs.data import BatchSource
-from jobs.measure import MemoryProbe, StepClock
+from jobs.measure import MemoryProbe, StepClock, WallClock
 from jobs.strategies.base import Strategy
 
 
@@ -26,13 +26,14 @@ def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
 
 
 def _phase_record(clock: StepClock, warmup: int, samples: int, wall_s: float, probe: MemoryProbe):
+    times = clock.finish()
     return {
-        "timed_steps": len(clock.times_s),
+        "timed_steps": len(times),
         "warmup_steps": warmup,
         "samples": samples,
         "seconds": wall_s,
         "throughput_samples_per_s": samples / wall_s if wall_s > 0 else 0.0,
-        "step_times_s": clock.times_s,
+        "step_times_s": times,
         "memory": probe.read(),
     }
 
@@ -57,7 +58,7 @@ def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: Memory
     for batch in itertools.islice(batches, cfg.warmup_steps):  # consumes them from batches
         strategy.train_step(*_to_device(batch, device))
     strategy.barrier()
-    clock, wall = StepClock(device), StepClock(device)
+    clock, wall = StepClock(device), WallClock(device)
     samples, last = 0, None
     wall.start()
     for _ in range(timed):
@@ -78,7 +79,7 @@ def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryPr
     batches = _timed_steps(source.val_batches(), cfg.val_steps)
     probe.reset()
     strategy.barrier()
-    clock, wall = StepClock(device), StepClock(device)
+    clock, wall = StepClock(device), WallClock(device)
     correct = evaluated = samples = 0
     warmup = 0
     wall.start()
@@ -88,13 +89,13 @@ def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryPr
         clock.stop()
         if index == 0:
             # First step: warm-up, counted for accuracy, not for time.
-            clock.times_s.pop()
+            clock.discard_last()
             warmup = 1
             wall.start()
         else:
             samples += made
         correct, evaluated = correct + right, evaluated + made
-    wall_s = wall.stop() if clock.times_s else 0.0
+    wall_s = wall.stop() if clock.steps else 0.0
     record = _phase_record(clock, warmup, samples, wall_s, probe)
     record["loss"] = None
     record["accuracy"] = correct / evaluated if evaluated else None

@@ -83,6 +83,7 @@ COMPARABLE_KEYS = (
     "nccl",
     "horovod",
     "threads",
+    "numerics",
     "cpu_model",
     "gpu_name",
     "gpu_driver",

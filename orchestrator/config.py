@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +22,9 @@ from orchestrator.shell_safety import check_cluster
 # Keys that say where or how a cell is scheduled, not what it measures: a cell keeps its id
 # when it moves between clusters or is resubmitted with another time limit.
 _NOT_IN_CELL_ID = ("cluster",)
+# Keys added after the first release, left out of the cell id while at their default so that
+# rerunning an existing sweep finds its cells (and their results) under the same ids.
+_ADDED_KEY_DEFAULTS = {"cudnn_benchmark": False}
 
 
 @contextmanager
@@ -103,7 +107,11 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 def cell_id(config: dict[str, Any]) -> str:
     """A stable id from what the cell measures (the resolved config minus scheduling)."""
-    measured = {k: v for k, v in config.items() if k not in _NOT_IN_CELL_ID}
+    measured = {
+        k: v
+        for k, v in config.items()
+        if k not in _NOT_IN_CELL_ID and not (k in _ADDED_KEY_DEFAULTS and v == _ADDED_KEY_DEFAULTS[k])
+    }
     text = json.dumps(measured, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -111,6 +119,23 @@ def cell_id(config: dict[str, Any]) -> str:
 def _positive(config: dict[str, Any], key: str, value: Any, minimum: int = 1) -> list[str]:
     if value is not None and value < minimum:
         return [f"{key}={value}: must be ≥ {minimum}"]
+    return []
+
+
+def _precision_problems(config: dict[str, Any]) -> list[str]:
+    from conf.structured import PRECISIONS
+
+    name = config["precision"]
+    if name not in PRECISIONS:
+        return [f"precision={name}: expected one of {', '.join(PRECISIONS)}"]
+    if name == "fp32":
+        return []
+    if config["device"] == "cpu":
+        return [f"precision={name} runs on a GPU only: use precision=fp32 with device=cpu"]
+    local = config["cluster"].get("backend") == "local"
+    if local and config["device"] == "auto" and not Path("/proc/driver/nvidia/version").exists():
+        # The local backend runs the cell here, where no NVIDIA driver is loaded.
+        return [f"precision={name} runs on a GPU only and this machine has none: use precision=fp32"]
     return []
 
 
@@ -130,8 +155,7 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True, check_dat
         problems.append(f"val_steps={config['val_steps']}: must be ≥ 2 (the first is warm-up) or null")
     if config["steps"] is None and config["epochs"] is None:
         problems.append("steps and epochs are both null: set steps=N or epochs=N")
-    if config["precision"] not in ("fp32", "amp"):
-        problems.append(f"precision={config['precision']}: expected fp32 or amp")
+    problems += _precision_problems(config)
     if config["device"] not in ("auto", "cpu", "cuda"):
         problems.append(f"device={config['device']}: expected auto, cpu or cuda")
     dataset = config["dataset"]

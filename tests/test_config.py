@@ -68,6 +68,33 @@ def test_cell_id_ignores_the_cluster_but_not_what_is_measured():
     assert a.id == b.id != c.id
 
 
+def test_a_key_added_later_keeps_existing_cell_ids_while_at_its_default():
+    from orchestrator.config import cell_id
+
+    config = resolved(compose(["steps=3"]))
+    assert config["cudnn_benchmark"] is False
+    before_the_key = {k: v for k, v in config.items() if k != "cudnn_benchmark"}
+    assert cell_id(config) == cell_id(before_the_key)
+    assert cell_id({**config, "cudnn_benchmark": True}) != cell_id(config)
+
+
+def test_the_plan_and_the_ranks_know_the_same_precisions():
+    from conf.structured import PRECISIONS
+    from jobs.precision import PRECISIONS as RANK_PRECISIONS
+
+    assert PRECISIONS == RANK_PRECISIONS
+
+
+@pytest.mark.skipif(Path("/proc/driver/nvidia/version").exists(), reason="this machine has a GPU")
+@pytest.mark.parametrize("name", ["amp", "bf16"])
+def test_mixed_precision_on_a_machine_without_gpu_is_refused_for_local_runs(name):
+    with pytest.raises(ConfigError, match=f"precision={name} runs on a GPU only and this machine has none"):
+        plan([f"precision={name}"])
+    # A Slurm cluster's nodes have GPUs this login node lacks: planned (dry-run), not refused.
+    (cell,) = plan([f"precision={name}", "cluster=slurm"], check_data=False).cells
+    assert cell.config["precision"] == name
+
+
 def test_two_spellings_of_one_config_are_one_cell():
     cells = plan(["model=resnet18", "model.name=resnet18,resnet18"]).cells
     assert len(cells) == 1
@@ -170,6 +197,8 @@ BAD_INPUT = {
     "nosuch=1": ["Error: Could not override 'nosuch'."],
     "gpus=0": ["gpus=0: must be ≥ 1"],
     "batch_size=-1": ["batch_size=-1: must be ≥ 1"],
+    "precision=fp16": ["precision=fp16: expected one of fp32, amp, bf16"],
+    "device=cpu precision=amp": ["precision=amp runs on a GPU only: use precision=fp32 with device=cpu"],
 }
 
 
@@ -192,7 +221,7 @@ def no_process_may_start(monkeypatch):
 def test_bad_input_is_refused_before_anything_starts(command, override, tmp_path, capsys, no_process_may_start):
     folder = tmp_path / "out"
     where = ["--sweep-dir", str(folder)] if command == "sweep" else ["--out", str(folder)]
-    assert cli.main([command, "steps=3", override, *where]) == 1
+    assert cli.main([command, "steps=3", *override.split(), *where]) == 1
     err = capsys.readouterr().err
     for text in BAD_INPUT[override]:
         assert text in err

@@ -19,6 +19,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -26,8 +27,7 @@ from torch import nn
 
 from jobs.pipeline.blocks import split_blocks
 from jobs.pipeline.planner import BlockCost, Profile
-
-DTYPES = {"fp32": torch.float32, "amp": torch.float16}
+from jobs.precision import precision as precision_of
 
 
 def cache_dir() -> Path:
@@ -75,8 +75,8 @@ def profile_blocks(model: nn.Module, model_name: str, input_shape: list[int], mi
     model = model.to(device).train()
     x = torch.randn(microbatch, *input_shape, device=device)
     input_bytes = x.numel() * x.element_size()
-    autocast = torch.autocast(device_type="cuda", dtype=DTYPES[precision],
-                              enabled=precision == "amp" and device.type == "cuda")  # fmt: skip
+    # The pipeline strategies run fp32 only; other precisions are profiled on a GPU alone.
+    autocast = precision_of(precision).autocast(device) if device.type == "cuda" else nullcontext()
     costs = []
     for index, block in enumerate(split_blocks(model)):
         module = block.module

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from jobs.data import Shard
+from jobs.precision import precision
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,4 @@ class Strategy(ABC):
         return self.placement.device
 
     def autocast(self) -> AbstractContextManager[Any]:
-        if self.cfg.precision == "amp":
-            if self.device.type != "cuda":
-                raise RuntimeError("precision=amp needs a GPU; use precision=fp32 on CPU")
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
-        return nullcontext()
+        return precision(self.cfg.precision).autocast(self.device)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from jobs.data import Shard
+from jobs.precision import precision
 from jobs.strategies.base import StepResult, Strategy
 
 
@@ -22,8 +23,7 @@ class DataParallelStrategy(Strategy):
         optimizer = torch.optim.SGD(model.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum)
         self.model, self.optimizer = self.wrap(model, optimizer)
         self.criterion = nn.CrossEntropyLoss()
-        amp = self.cfg.precision == "amp" and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.scaler = precision(self.cfg.precision).grad_scaler(self.device)
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
         raise NotImplementedError
@@ -41,7 +41,7 @@ class DataParallelStrategy(Strategy):
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:  # fp32: the plain step, nothing of the scaler's bookkeeping inside the clock
+        else:  # fp32, bf16: the plain step, nothing of the scaler's bookkeeping inside the clock
             loss.backward()
             self.optimizer.step()
         return StepResult(loss=loss.detach(), samples=images.shape[0])

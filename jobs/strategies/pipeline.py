@@ -11,7 +11,6 @@ their gradients over the mesh's ``dp`` group after the schedule, before the opti
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,47 +27,16 @@ from torch.distributed.pipelining.schedules import (
 )
 
 from jobs.data import Shard
-from jobs.measure import peak_rss_bytes
+from jobs.measure import StepClock, peak_rss_bytes
 from jobs.pipeline import planner
 from jobs.pipeline.blocks import split_blocks, stage_module
 from jobs.strategies.base import Placement, StepResult, Strategy, register
 from jobs.strategies.ddp import gather_floats, init_torch_distributed, shutdown_torch_distributed
 
 
-class _Span:
-    """Accumulates durations; CUDA events on GPU, so queued kernels are timed, not launches."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.pending: list[Any] = []
-        self.total_s, self.count = 0.0, 0
-
-    def start(self) -> Any:
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def stop(self, started: Any) -> None:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self.pending.append((started, end))
-        else:
-            self.total_s += time.perf_counter() - started
-        self.count += 1
-
-    def settle(self) -> None:
-        """Read finished CUDA events (after the step's synchronize)."""
-        for begin, end in self.pending:
-            end.synchronize()
-            self.total_s += begin.elapsed_time(end) / 1e3
-        self.pending.clear()
-
-    def mean_s(self) -> float | None:
-        self.settle()
-        return self.total_s / self.count if self.count else None
+def _mean_s(clock: StepClock) -> float | None:
+    times = clock.finish()
+    return sum(times) / len(times) if times else None
 
 
 class TimedStage(PipelineStage):
@@ -85,15 +53,15 @@ class TimedStage(PipelineStage):
         self.reset_timing()
 
     def reset_timing(self) -> None:
-        self.forward_span, self.backward_span = _Span(self.device), _Span(self.device)
+        self.forward_span, self.backward_span = StepClock(self.device), StepClock(self.device)
         self.inflight = self.max_inflight = 0
 
     def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
         if not self.recording:
             return super().forward_one_chunk(*args, **kwargs)
-        started = self.forward_span.start()
+        self.forward_span.start()
         output = super().forward_one_chunk(*args, **kwargs)
-        self.forward_span.stop(started)
+        self.forward_span.stop()
         # Micro-batches whose activations this stage holds: 1F1B's per-stage difference.
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
@@ -102,9 +70,9 @@ class TimedStage(PipelineStage):
     def backward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
         if not self.recording:
             return super().backward_one_chunk(*args, **kwargs)
-        started = self.backward_span.start()
+        self.backward_span.start()
         result = super().backward_one_chunk(*args, **kwargs)
-        self.backward_span.stop(started)
+        self.backward_span.stop()
         self.inflight -= 1
         return result
 
@@ -132,8 +100,8 @@ class PipelineStrategy(Strategy):
         self.pp_group, self.dp_group = mesh.get_group("pp"), mesh.get_group("dp")
         self.pp_rank, self.replica = mesh.get_local_rank("pp"), mesh.get_local_rank("dp")
         self.phase = 0
-        self.step_span = _Span(self.device)
-        self.allreduce_span = _Span(self.device)
+        self.step_span = StepClock(self.device)
+        self.allreduce_span = StepClock(self.device)
         self.peak_bytes: int | None = None
         return self.placement
 
@@ -212,20 +180,20 @@ class PipelineStrategy(Strategy):
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
         recording = self.phase == 1
         self._set_mode(True, recording)
-        started = self.step_span.start()
+        self.step_span.start()
         self.optimizer.zero_grad(set_to_none=True)
         losses: list[torch.Tensor] | None = [] if self.is_last else None
         args = (images,) if self.is_first else ()
         target = labels if self.is_last else None
         self.schedule.step(*args, target=target, losses=losses, return_outputs=False)
         if self.layout.replicas > 1:
-            reduce_started = self.allreduce_span.start()
+            self.allreduce_span.start()
             self._average_gradients()
             if recording:
-                self.allreduce_span.stop(reduce_started)
+                self.allreduce_span.stop()
         self.optimizer.step()
         if recording:
-            self.step_span.stop(started)
+            self.step_span.stop()
             peak = _peak_memory(self.device)
             if peak is not None:
                 self.peak_bytes = max(self.peak_bytes or 0, peak)
@@ -284,18 +252,18 @@ class PipelineStrategy(Strategy):
 
     # ---- metrics -------------------------------------------------------------------------
     def _local_record(self) -> dict[str, Any]:
-        step_s = self.step_span.mean_s()
+        step_s = _mean_s(self.step_span)
         stages = []
         busy = 0.0
         for st in self.stages:
-            forward, backward = st.forward_span.mean_s(), st.backward_span.mean_s()
+            forward, backward = _mean_s(st.forward_span), _mean_s(st.backward_span)
             if forward is not None and backward is not None:
                 busy += (forward + backward) * self.layout.microbatches
             stages.append({"stage": st.stage_index, "forward_s": forward, "backward_s": backward,
                            "max_inflight_microbatches": st.max_inflight})  # fmt: skip
         return {
             "rank": dist.get_rank(), "pp_rank": self.pp_rank, "replica": self.replica,
-            "step_s": step_s, "allreduce_s": self.allreduce_span.mean_s(),
+            "step_s": step_s, "allreduce_s": _mean_s(self.allreduce_span),
             "busy_s": busy, "peak_memory_bytes": self.peak_bytes, "stages": stages,
         }  # fmt: skip
 
