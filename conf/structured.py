@@ -82,6 +82,10 @@ class ClusterConfig:
     interconnect_gbps: float = 12.5
     # Intra-node bandwidth between processes (NVLink/PCIe or shared memory), GB/s.
     intranode_gbps: float = 50.0
+    # How the first node of a job reaches the others over ssh, for launchers that start
+    # remote ranks themselves (horovodrun); null = ssh's own defaults (port 22, ~/.ssh keys).
+    ssh_port: int | None = None
+    ssh_identity_file: str | None = None
 
 
 @dataclass

@@ -4,11 +4,13 @@
 ``python -m torch.distributed.run`` is torchrun). It starts every rank itself: locally
 on hosts that resolve to this machine, over ssh on the others (see docs/horovod.md).
 The cell's ``horovod:`` knobs become horovodrun flags, which set the ``HOROVOD_*``
-variables the ranks see. No horovod import here: argv is built on login nodes too.
+variables the ranks see; ``cluster.ssh_port``/``ssh_identity_file`` become its ssh
+flags. No horovod import here: argv is built on login nodes too.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from jobs.launchers import Launcher, LaunchSpec, register
@@ -50,6 +52,11 @@ class HorovodrunLauncher(Launcher):
             argv += ["--autotune"]
         if knobs.get("timeline"):
             argv += ["--timeline-filename", str(Path(spec.out_dir) / TIMELINE_FILE)]
+        cluster = spec.config.get("cluster") or {}
+        if cluster.get("ssh_port") is not None:
+            argv += ["--ssh-port", str(cluster["ssh_port"])]
+        if cluster.get("ssh_identity_file"):
+            argv += ["--ssh-identity-file", os.path.expanduser(str(cluster["ssh_identity_file"]))]
         return [*argv, spec.python, *spec.entry]
 
 

@@ -15,10 +15,14 @@ _SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+=/\-]+$")
 SLURM_OPTION_KEYS = ("partition", "account", "qos", "constraint")
 
 
-def check_safe(name: str, value: str | None) -> None:
+# Values that reach the command line horovodrun runs over ssh on the other nodes.
+REMOTE_SHELL_KEYS = ("ssh_identity_file",)
+
+
+def check_safe(name: str, value: str | None, where: str = "Slurm options") -> None:
     if value is not None and not _SAFE_VALUE.match(str(value)):
         raise ConfigError(
-            f"{name}={value!r}: only letters, digits and _.,:@%+=/-[] are allowed in Slurm options "
+            f"{name}={value!r}: only letters, digits and _.,:@%+=/-[] are allowed in {where} "
             "(the value would reach a shell)"
         )
 
@@ -37,12 +41,19 @@ def render_setup(lines: list[str]) -> str:
     return "\n".join(rendered)
 
 
+def _without_home(value: str | None) -> str | None:
+    return value[2:] if isinstance(value, str) and value.startswith("~/") else value
+
+
 def check_cluster(cluster: dict[str, Any]) -> list[str]:
     """Every shell-unsafe value of a cluster profile, as messages (empty when safe)."""
     problems = []
-    for key in SLURM_OPTION_KEYS:
+    values = [(key, cluster.get(key), "Slurm options") for key in SLURM_OPTION_KEYS]
+    # A leading ~/ is the user's home on the node, as ssh itself reads it.
+    values += [(key, _without_home(cluster.get(key)), "ssh options") for key in REMOTE_SHELL_KEYS]
+    for key, value, where in values:
         try:
-            check_safe(f"cluster.{key}", cluster.get(key))
+            check_safe(f"cluster.{key}", value, where)
         except ConfigError as err:
             problems.append(str(err))
     try:

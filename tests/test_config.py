@@ -198,6 +198,7 @@ BAD_INPUT = {
     "gpus=0": ["gpus=0: must be ≥ 1"],
     "batch_size=-1": ["batch_size=-1: must be ≥ 1"],
     "precision=fp16": ["precision=fp16: expected one of fp32, amp, bf16"],
+    "cluster.ssh_identity_file='k;touch'": ["cluster.ssh_identity_file='k;touch': only letters, digits"],
     "device=cpu precision=amp": ["precision=amp runs on a GPU only: use precision=fp32 with device=cpu"],
 }
 
@@ -205,6 +206,9 @@ BAD_INPUT = {
 @pytest.fixture
 def no_process_may_start(monkeypatch):
     """Fail the test if anything starts a subprocess (torchrun, submitit's local jobs, sbatch)."""
+    # Importing torch may probe for libraries with `ldconfig -p`: not a job. Import it first.
+    import torchvision  # noqa: F401
+
     started = []
 
     def refused(args, *rest, **kwargs):

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 from conftest import REPO, TINY_DDP, run_cell_in
+from slurm_fixtures import CLUSTER_SCRIPT, dnnbench, slurm_cluster  # noqa: F401 - slurm_cluster is a fixture
 
+from jobs import schema
 from jobs.launchers import LaunchSpec, get_launcher
 
 pytestmark = pytest.mark.horovod
@@ -80,6 +82,17 @@ def test_two_nodes_list_every_host_with_its_slots_and_all_knobs():
         "--timeline-filename", "/sweeps/s/cells/abc/attempt_0/timeline.json",
         *ENTRY,
     ]  # fmt: skip
+
+
+def test_the_clusters_ssh_settings_become_horovodruns_ssh_flags(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/me")
+    config = {"framework": {"backend": "auto"}, "horovod": KNOBS,
+              "cluster": {"ssh_port": 2222, "ssh_identity_file": "~/.ssh/id_cluster"}}  # fmt: skip
+    argv = get_launcher("horovodrun").command(spec(nnodes=2, hosts=("gcn1", "gcn2"), config=config))
+    assert argv[argv.index("--ssh-port") :][:4] == [
+        "--ssh-port", "2222", "--ssh-identity-file", "/home/me/.ssh/id_cluster",
+    ]  # fmt: skip
+    assert "--ssh-port" not in get_launcher("horovodrun").command(spec())
 
 
 def test_backend_mpi_selects_horovods_mpi_controller():
@@ -199,3 +212,39 @@ def test_a_ddp_and_horovod_sweep_completes_on_the_dev_slurm_cluster_side_by_side
         train = [row for row in csv.DictReader(handle) if row["phase"] == "train"]
     assert sorted(row["framework"] for row in train) == ["ddp", "horovod"]
     assert all(float(row["throughput"]) > 0 and row["world_size"] == "2" for row in train)
+
+
+def dev_cluster_ssh() -> tuple[str, str, Path]:
+    """The dev cluster's ssh port, client key and sshd log (from `slurm-dev-cluster.sh env`)."""
+    printed = subprocess.run([str(CLUSTER_SCRIPT), "env"], capture_output=True, text=True, timeout=30, check=True)
+    values = dict(line.removeprefix("export ").split("=", 1) for line in printed.stdout.splitlines())
+    return values["DNNBENCH_SLURM_SSH_PORT"], values["DNNBENCH_SLURM_SSH_KEY"], Path(
+        values["DNNBENCH_SLURM_DIR"], "log", "sshd.log"
+    )
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_two_node_horovod_cell_starts_the_second_node_over_ssh(slurm_cluster, tmp_path):  # noqa: F811
+    require_horovod()
+    assert slurm_cluster.nodes >= 2, "the dev cluster has one node: `slurm-dev-cluster.sh up --nodes 2`"
+    port, key, sshd_log = dev_cluster_ssh()
+    logins_before = sshd_log.read_text().count("Accepted publickey") if sshd_log.exists() else 0
+    sweep_dir = tmp_path / "sweep"
+    overrides = [o for o in TINY_HOROVOD if not o.startswith("gpus=")]
+    submitted = dnnbench("sweep", "--sweep-dir", str(sweep_dir), *overrides, "gpus=1", "nodes=2", "cluster=slurm",
+                         f"cluster.ssh_port={port}", f"cluster.ssh_identity_file={key}", cwd=REPO)  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    waited = dnnbench("wait", str(sweep_dir), "--timeout", "600", "--interval", "3", cwd=REPO, timeout=660)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    (attempt,) = sweep_dir.glob("cells/*/attempt_0")
+    launcher_log = (attempt / "launcher_node0.log").read_text()
+    command = launcher_log.splitlines()[0]
+    assert "-H 127.0.0.1:1,127.0.0.2:1" in command and f"--ssh-port {port} --ssh-identity-file {key}" in command
+    dumps = [schema.load(path) for path in sorted(attempt.glob("rank_*.json"))]
+    assert [(d["rank"], d["node_rank"], d["local_rank"]) for d in dumps] == [(0, 0, 0), (1, 1, 0)]
+    assert {d["world_size"] for d in dumps} == {2}
+    digests = [d["extra"]["parameter_digests"] for d in dumps]
+    assert digests[0] == digests[1] and digests[0][0] == digests[0][1], "the two nodes' replicas differ"
+    # Rank 1 was started through the dev cluster's sshd, as on a cluster's second node.
+    assert sshd_log.read_text().count("Accepted publickey") > logins_before
