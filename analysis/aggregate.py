@@ -75,8 +75,24 @@ def aggregate(
     if report:
         from analysis.report import write_report
 
-        done.written.append(write_report(target, done.results, done.problems, done.environments, done.warnings))
+        timelines = kept_timelines(done.loaded.cells)
+        report_file = write_report(
+            target, done.results, done.problems, done.environments, done.warnings, timelines=timelines
+        )
+        done.written.append(report_file)
     return done
+
+
+def kept_timelines(cells: Any) -> list[tuple[str, str]]:
+    """(label, path) of every cell attempt that kept a Horovod timeline."""
+    if cells.empty or "timeline" not in cells:
+        return []
+    kept = cells[(cells["phase"] == "train") & (cells["timeline"] != "")]
+    return [
+        (f"{r.sweep}/{r.cell_id} attempt {r.attempt}: {r.framework} {r.model} {r.gpus} GPU(s) × {r.nodes} node(s)",
+         r.timeline)
+        for r in kept.itertuples(index=False)
+    ]  # fmt: skip
 
 
 def is_results_path(path: str | os.PathLike[str]) -> bool:

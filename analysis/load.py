@@ -181,6 +181,12 @@ def _has(reasons: list[str], rank: int) -> bool:
     return any(r.startswith(f"rank {rank}:") for r in reasons)
 
 
+def _timeline(attempt_dir: Path, first: dict[str, Any]) -> str:
+    """The Horovod timeline the attempt kept (``horovod.timeline=true``), else ''."""
+    name = ((first.get("extra") or {}).get("framework_knobs") or {}).get("timeline")
+    return str(attempt_dir / name) if name and (attempt_dir / name).is_file() else ""
+
+
 def _choose_attempt(cell: CellRead, cell_dir: Path):
     """(attempt number, its dumps) of the attempt that counts, or (None, None)."""
     attempts = _attempts(cell_dir)
@@ -377,6 +383,7 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         "memory_kind": first["memory_kind"],
         "environment_hash": first["environment_hash"],
         "rank_environments_differ": _rank_env_difference(docs) if len(hashes) > 1 else "",
+        "timeline": _timeline(path / f"attempt_{attempt}", first),
     }
     rows = []
     for phase in schema.PHASES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,17 @@ def problems_list(problems: Any, status: str) -> str:
     return "<ul>" + "\n".join(items) + "</ul>"
 
 
+def timeline_list(timelines: list[tuple[str, str]]) -> str:
+    """Links to the Horovod timelines of the cells that kept one (open in Perfetto or chrome://tracing)."""
+    if not timelines:
+        return ""
+    items = [f'<li><a href="{_esc(href)}">{_esc(label)}</a></li>' for label, href in timelines]
+    return (
+        "<h2>Horovod timelines</h2>\n<p>Chrome-trace files kept by <code>horovod.timeline=true</code>: "
+        "open them in Perfetto or <code>chrome://tracing</code>.</p>\n<ul>" + "\n".join(items) + "</ul>\n"
+    )
+
+
 def _figure(path: Path, caption: str, warnings: list[str]) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     extra = "".join(f'<br><span class="confound">{_esc(w)}</span>' for w in warnings)
@@ -120,6 +132,7 @@ def render(
     warnings: list[str],
     figure_dir: Path,
     title: str = "dnnbench report",
+    timelines: list[tuple[str, str]] | None = None,
 ) -> str:
     """The whole page as a string."""
     figures = [
@@ -151,7 +164,7 @@ repeat).</p>
 {results_table(results)}
 <h2>Figures</h2>
 {"".join(figures) or "<p>No figures.</p>"}
-<h2>Environment</h2>
+{timeline_list(timelines or [])}<h2>Environment</h2>
 {environment_table(results, environments)}
 <h2>Incomplete cells</h2>
 {problems_list(problems, "excluded")}
@@ -168,7 +181,10 @@ def write_report(
     environments: dict[str, Any],
     warnings: list[str],
     figure_dir: Path | None = None,
+    timelines: list[tuple[str, str]] | None = None,
 ) -> Path:
+    """``timelines``: (label, path) of kept Horovod timelines, linked relative to the report."""
     path = out / "report.html"
-    path.write_text(render(results, problems, environments, warnings, figure_dir or out))
+    links = [(label, os.path.relpath(target, out)) for label, target in timelines or []]
+    path.write_text(render(results, problems, environments, warnings, figure_dir or out, timelines=links))
     return path

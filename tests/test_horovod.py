@@ -138,6 +138,21 @@ def test_the_timeline_is_kept_in_the_cells_folder(horovod_dumps):
     assert timeline.name == "timeline.json" and timeline.stat().st_size > 0
 
 
+def test_the_report_links_the_kept_timeline(horovod_dumps, tmp_path):
+    import re
+
+    from analysis.aggregate import aggregate
+
+    timeline = Path(horovod_dumps[0]["extra"]["framework_knobs"]["env"]["HOROVOD_TIMELINE"])
+    sweep = timeline.parents[3]  # SWEEP/cells/<cell>/attempt_0/timeline.json
+    out = tmp_path / "results"
+    aggregate([str(sweep)], out, figures=False, progress=False)
+    page = (out / "report.html").read_text()
+    assert "<h2>Horovod timelines</h2>" in page
+    (href,) = re.findall(r'<a href="([^"]+timeline\.json)">', page)
+    assert (out / href).resolve() == timeline.resolve()
+
+
 def test_ddp_and_horovod_cells_run_with_the_same_thread_settings(horovod_dumps, tiny_ddp_dumps):
     def threads(dumps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [d["environment"]["threads"] for d in dumps]
