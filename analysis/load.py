@@ -358,7 +358,7 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         cell.problem(attempt, f"folder {path.name} holds dumps of cell {first['cell_id']}", excluded=False)
         cell.cell_id = first["cell_id"]
     cell.attempt = attempt
-    config = first["config"]
+    config = schema.with_added_defaults(first["config"])
     hashes = sorted({d["environment_hash"] for d in docs})
     cell.environment = comparable_environment(first["environment"])
     cell.config_key = config_key(config)

@@ -16,17 +16,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from jobs.schema import without_added_defaults
 from orchestrator.errors import ConfigError
 from orchestrator.shell_safety import check_cluster
 
 # Keys that say where or how a cell is scheduled, not what it measures: a cell keeps its id
 # when it moves between clusters or is resubmitted with another time limit.
 _NOT_IN_CELL_ID = ("cluster",)
-# Keys added after the first release, left out of the cell id while at their default so that
-# rerunning an existing sweep finds its cells (and their results) under the same ids.
-_ADDED_KEY_DEFAULTS = {"cudnn_benchmark": False}
-
-
 @contextmanager
 def hydra_context():
     from hydra import initialize_config_module
@@ -106,12 +102,12 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 
 def cell_id(config: dict[str, Any]) -> str:
-    """A stable id from what the cell measures (the resolved config minus scheduling)."""
-    measured = {
-        k: v
-        for k, v in config.items()
-        if k not in _NOT_IN_CELL_ID and not (k in _ADDED_KEY_DEFAULTS and v == _ADDED_KEY_DEFAULTS[k])
-    }
+    """A stable id from what the cell measures (the resolved config minus scheduling).
+
+    Keys added later (``jobs.schema.ADDED_CONFIG_DEFAULTS``) are left out while at their default,
+    so rerunning an existing sweep finds its cells, and their results, under the same ids.
+    """
+    measured = {k: v for k, v in without_added_defaults(config).items() if k not in _NOT_IN_CELL_ID}
     text = json.dumps(measured, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.schema import with_added_defaults
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import CellJob, Shape, ShapeGroup
 from orchestrator.errors import ConfigError
@@ -55,7 +56,8 @@ def write_cell_file(path: Path, cell: Cell) -> None:
     doc = {"cell_id": cell.id, "label": cell.label, "overrides": cell.overrides, "config": cell.config}
     if path.exists():
         existing = json.loads(path.read_text())
-        if existing.get("config") != cell.config:
+        # A cell file written before a key was added lacks it: the same cell, not another.
+        if with_added_defaults(existing.get("config") or {}) != with_added_defaults(cell.config):
             raise ConfigError(f"{path} holds another config for cell {cell.id}: refusing to overwrite it")
         return
     path.parent.mkdir(parents=True, exist_ok=True)

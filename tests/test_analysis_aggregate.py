@@ -258,3 +258,16 @@ def test_stage_balance_reads_the_pipeline_strategy_shape(tmp_path):
     stages = collect([tmp_path], progress=False).stages
     assert list(stages["stage"]) == [0, 1]
     assert stages["measured_s"].iloc[0] == 0.12 and math.isnan(stages["measured_s"].iloc[1])
+
+
+def test_a_dump_from_before_a_key_existed_is_the_same_configuration(tmp_path):
+    old = synthetic.config(gpus=2, repeat=0, repeats=2)
+    assert "cudnn_benchmark" not in old  # written before the key was added
+    new = synthetic.config(gpus=2, repeat=1, repeats=2, cudnn_benchmark=False)
+    tuned = synthetic.config(gpus=2, repeat=0, repeats=1, cudnn_benchmark=True)
+    for cfg in (old, new, tuned):
+        synthetic.write_cell(tmp_path, cfg, step_times=[[0.5] * 4] * 2)
+    results = collect([tmp_path], progress=False).results
+    train = results[results["phase"] == "train"]
+    assert sorted(train["repeats"]) == [1, 2], "the old and the new dump were not combined"
+    assert sorted(train["cfg.cudnn_benchmark"].astype(str)) == ["False", "True"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs import schema
 from orchestrator import cli
 from orchestrator.config import compose, preset_names, resolved, validate
 from orchestrator.errors import ConfigError
@@ -76,6 +78,21 @@ def test_a_key_added_later_keeps_existing_cell_ids_while_at_its_default():
     before_the_key = {k: v for k, v in config.items() if k != "cudnn_benchmark"}
     assert cell_id(config) == cell_id(before_the_key)
     assert cell_id({**config, "cudnn_benchmark": True}) != cell_id(config)
+
+
+def test_a_cell_file_written_before_a_key_existed_is_the_same_cell(tmp_path):
+    from orchestrator.submit import write_cell_file
+
+    (cell,) = plan(["steps=3"]).cells
+    path = tmp_path / "cell.json"
+    old = schema.without_added_defaults(cell.config)  # as the release before those keys wrote it
+    assert "cudnn_benchmark" not in old and "ssh_port" not in old["cluster"]
+    path.write_text(json.dumps({"cell_id": cell.id, "config": old}))
+    write_cell_file(path, cell)  # the same cell: accepted, and the file is left as it was
+    assert "cudnn_benchmark" not in json.loads(path.read_text())["config"]
+    other = dataclasses.replace(cell, config={**cell.config, "steps": 4})
+    with pytest.raises(ConfigError, match="holds another config"):
+        write_cell_file(path, other)
 
 
 def test_the_plan_and_the_ranks_know_the_same_precisions():

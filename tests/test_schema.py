@@ -223,3 +223,16 @@ def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path):
         reader.join()
     assert errors == []
     assert len(seen) >= 2, "the reader never ran between writes: the test proved nothing"
+
+
+def test_added_config_keys_are_filled_in_and_left_out_without_touching_the_input():
+    new = {"steps": 3, "cudnn_benchmark": False, "cluster": {"name": "slurm", "ssh_port": None}}
+    before = json.loads(json.dumps(new))
+    old = schema.without_added_defaults(new)
+    assert old == {"steps": 3, "cluster": {"name": "slurm"}}
+    assert schema.with_added_defaults(old) == {
+        "steps": 3, "cudnn_benchmark": False, "cluster": {"name": "slurm", "ssh_port": None, "ssh_identity_file": None},
+    }  # fmt: skip
+    assert new == before, "the caller's config was changed"
+    # A value other than the old default is part of the config, not an added default.
+    assert schema.without_added_defaults({"cudnn_benchmark": True}) == {"cudnn_benchmark": True}
