@@ -80,6 +80,36 @@ def test_a_key_added_later_keeps_existing_cell_ids_while_at_its_default():
     assert cell_id({**config, "cudnn_benchmark": True}) != cell_id(config)
 
 
+# Every config key the first release wrote (its dumps and cell files hold exactly these).
+FIRST_RELEASE_KEYS = {
+    "batch_size", "device", "epochs", "gpus", "lr", "momentum", "nodes", "precision", "repeat", "repeats", "seed",
+    "steps", "threads_per_process", "val_steps", "warmup_steps",
+    "cluster.account", "cluster.array_parallelism", "cluster.backend", "cluster.constraint", "cluster.cpus_per_gpu",
+    "cluster.gpus_per_node", "cluster.interconnect_gbps", "cluster.intranode_gbps", "cluster.max_requeues",
+    "cluster.mem_per_gpu_gb", "cluster.name", "cluster.partition", "cluster.qos", "cluster.request_gpus",
+    "cluster.scratch", "cluster.setup", "cluster.signal_delay_s", "cluster.time_limit_min",
+    "dataset.channels", "dataset.copy_to_scratch", "dataset.download", "dataset.image_size", "dataset.name",
+    "dataset.num_classes", "dataset.num_workers", "dataset.on_device", "dataset.root", "dataset.train_samples",
+    "dataset.val_samples",
+    "framework.backend", "framework.launcher", "framework.name",
+    "horovod.autotune", "horovod.compression", "horovod.cycle_time_ms", "horovod.fusion_threshold_mb",
+    "horovod.timeline",
+    "model.name", "model.time_limit_min",
+    "pipeline.microbatches", "pipeline.replicas", "pipeline.schedule", "pipeline.split", "pipeline.stages",
+}  # fmt: skip
+
+
+def test_every_key_added_since_the_first_release_has_its_old_value_recorded():
+    def leaves(doc: dict, prefix: str = "") -> set[str]:
+        return set().union(
+            *(leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k} for k, v in doc.items())
+        )
+
+    added = leaves(resolved(compose([]))) - FIRST_RELEASE_KEYS
+    # Without it, cells of sweeps planned before the key existed would get new ids.
+    assert added == set(schema.ADDED_CONFIG_DEFAULTS), "add the new key to jobs.schema.ADDED_CONFIG_DEFAULTS"
+
+
 def test_a_cell_file_written_before_a_key_existed_is_the_same_cell(tmp_path):
     from orchestrator.submit import write_cell_file
 
