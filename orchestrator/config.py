@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -129,10 +130,18 @@ def _precision_problems(config: dict[str, Any]) -> list[str]:
     if config["device"] == "cpu":
         return [f"precision={name} runs on a GPU only: use precision=fp32 with device=cpu"]
     local = config["cluster"].get("backend") == "local"
-    if local and config["device"] == "auto" and not Path("/proc/driver/nvidia/version").exists():
-        # The local backend runs the cell here, where no NVIDIA driver is loaded.
+    if local and config["device"] == "auto" and not _gpu_visible_here():
+        # The local backend runs the cell here, and nothing here shows a GPU.
         return [f"precision={name} runs on a GPU only and this machine has none: use precision=fp32"]
     return []
+
+
+# Any one of these shows a GPU driver without importing torch (sandboxes may lack /proc/driver).
+_GPU_SIGNS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/usr/local/nvidia", "/dev/kfd")
+
+
+def _gpu_visible_here() -> bool:
+    return any(Path(sign).exists() for sign in _GPU_SIGNS) or shutil.which("nvidia-smi") is not None
 
 
 def validate(config: dict[str, Any], *, check_model_name: bool = True, check_data: bool = True) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from jobs import schema
 from orchestrator import cli
+from orchestrator import config as config_module
 from orchestrator.config import compose, preset_names, resolved, validate
 from orchestrator.errors import ConfigError
 from orchestrator.sweep import grid, plan
@@ -132,7 +133,7 @@ def test_the_plan_and_the_ranks_know_the_same_precisions():
     assert PRECISIONS == RANK_PRECISIONS
 
 
-@pytest.mark.skipif(Path("/proc/driver/nvidia/version").exists(), reason="this machine has a GPU")
+@pytest.mark.skipif(config_module._gpu_visible_here(), reason="this machine has a GPU")
 @pytest.mark.parametrize("name", ["amp", "bf16"])
 def test_mixed_precision_on_a_machine_without_gpu_is_refused_for_local_runs(name):
     with pytest.raises(ConfigError, match=f"precision={name} runs on a GPU only and this machine has none"):
