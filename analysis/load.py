@@ -360,7 +360,10 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
     cell.attempt = attempt
     config = schema.with_added_defaults(first["config"])
     hashes = sorted({d["environment_hash"] for d in docs})
-    cell.environment = comparable_environment(first["environment"])
+    # Fields recorded only by later versions get the value older dumps ran with, then the
+    # hash is taken again: an old and a new dump of one environment compare equal.
+    environment = schema.with_environment_defaults(first["environment"])
+    cell.environment = comparable_environment(environment)
     cell.config_key = config_key(config)
     cell.flat_config = flatten({k: v for k, v in config.items() if k != "repeat"})
     base = {
@@ -381,7 +384,7 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         "repeat": first["repeat"],
         "device_type": first["device_type"],
         "memory_kind": first["memory_kind"],
-        "environment_hash": first["environment_hash"],
+        "environment_hash": schema.environment_hash(environment),
         "rank_environments_differ": _rank_env_difference(docs) if len(hashes) > 1 else "",
         "timeline": _timeline(path / f"attempt_{attempt}", first),
     }

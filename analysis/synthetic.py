@@ -7,12 +7,11 @@ writes (a real CPU cell's dump was the model); nothing here needs torch.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from analysis.load import COMPARABLE_KEYS, config_key
+from analysis.load import config_key
 from jobs import schema
 
 BASE_CONFIG: dict[str, Any] = {
@@ -75,11 +74,7 @@ BASE_ENVIRONMENT: dict[str, Any] = {
 }
 
 
-def environment_hash(env: dict[str, Any]) -> str:
-    """Same algorithm as ``jobs.environment.environment_hash`` (kept here: no jobs import)."""
-    comparable = {key: env.get(key) for key in COMPARABLE_KEYS}
-    text = json.dumps(comparable, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+environment_hash = schema.environment_hash
 
 
 def config(**overrides: Any) -> dict[str, Any]:

@@ -62,7 +62,11 @@ class ResidentBatches:
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = torch.tensor(list(iter(self.sampler)), device=self.tensors[0].device)
+        order = torch.tensor(list(iter(self.sampler)))
+        device = self.tensors[0].device
+        if device.type == "cuda":
+            # From pinned memory the copy is queued; from pageable memory it would stall the host.
+            order = order.pin_memory().to(device, non_blocking=True)
         for number in range(len(self)):
             index = order[number * self.batch_size : (number + 1) * self.batch_size]
             yield tuple(tensor[index] for tensor in self.tensors)

@@ -9,18 +9,19 @@ recorded but left out of the hash.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import socket
 import subprocess
+from collections.abc import Callable
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from jobs.schema import COMPARABLE_KEYS
+from jobs.schema import COMPARABLE_KEYS, environment_hash
+
+__all__ = ["COMPARABLE_KEYS", "environment_hash", "fingerprint", "numerics"]
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -97,14 +98,30 @@ def _torch_details() -> dict[str, Any]:
     return details
 
 
+def _tf32(read_legacy: Callable[[], Any], backend: Any) -> bool | None:
+    """Whether float32 work may run as TF32. PyTorch refuses the legacy flag's read once the
+    newer ``fp32_precision`` setting was used in the process; then that setting answers."""
+    try:
+        return bool(read_legacy())
+    except RuntimeError:
+        setting = getattr(backend, "fp32_precision", None)
+        return None if setting is None else setting == "tf32"
+
+
 def numerics(torch: Any) -> dict[str, Any]:
-    """The math settings that change GPU speed: TF32 for fp32 matmul/convolution, cuDNN autotuning."""
+    """The math settings that change GPU speed: TF32 for float32 convolutions and matmuls.
+
+    (cuDNN autotuning is the config's ``cudnn_benchmark``: the config records it.)
+    """
+    try:
+        matmul_precision: str | None = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        matmul_precision = None
     return {
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_allow_tf32": _tf32(lambda: torch.backends.cudnn.allow_tf32, torch.backends.cudnn.conv),
+        "matmul_allow_tf32": _tf32(lambda: torch.backends.cuda.matmul.allow_tf32, torch.backends.cuda.matmul),
+        "float32_matmul_precision": matmul_precision,
     }
 
 
@@ -147,7 +164,3 @@ def fingerprint(extra_threads: dict[str, Any] | None = None, *, with_torch: bool
     return env
 
 
-def environment_hash(env: dict[str, Any]) -> str:
-    comparable = {key: env.get(key) for key in COMPARABLE_KEYS}
-    text = json.dumps(comparable, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]

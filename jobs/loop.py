@@ -76,15 +76,18 @@ def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: Memory
 
 def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryProbe):
     device = strategy.device
-    batches = _timed_steps(source.val_batches(), cfg.val_steps)
+    batches = iter(_timed_steps(source.val_batches(), cfg.val_steps))
     probe.reset()
     strategy.barrier()
     clock, wall = StepClock(device), WallClock(device)
     correct = evaluated = samples = 0
     warmup = 0
     wall.start()
-    for index, batch in enumerate(batches):
-        clock.start()
+    for index in itertools.count():
+        clock.start()  # before the fetch: as in training, a step's time includes its batch
+        batch = next(batches, None)
+        if batch is None:
+            break
         right, made = strategy.eval_step(*_to_device(batch, device))
         clock.stop()
         if index == 0:

@@ -11,6 +11,7 @@ without torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -62,6 +63,8 @@ def without_added_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
         if node is not None and leaf in node and node[leaf] == value:
             del node[leaf]
     return trimmed
+
+
 MEMORY_KINDS = ("cuda", "rss")
 
 # field -> accepted Python types; ``None`` in the tuple means the field may be null.
@@ -113,7 +116,7 @@ _MEMORY: dict[str, tuple[type | None, ...]] = {
     "end_rss_bytes": (int, None),
 }
 # Environment fields that can change a result: equal values make two cells comparable.
-# Written by jobs/environment.py (environment_hash), read by analysis/ (confound check).
+# Hashed by environment_hash (below) for every dump, read by analysis/ (confound check).
 COMPARABLE_KEYS = (
     "python",
     "torch",
@@ -130,6 +133,28 @@ COMPARABLE_KEYS = (
     "dnnbench",
 )
 ENVIRONMENT_REQUIRED = ("python", "torch", "hostname", "dnnbench", "threads")
+# Environment fields added after the first dumps were written, with what those dumps ran
+# with (PyTorch's defaults: dnnbench set none of them then). Readers fill them in before
+# hashing, so an old and a new dump from one environment still hash alike.
+ADDED_ENVIRONMENT_DEFAULTS: dict[str, Any] = {
+    "numerics": {
+        "cudnn_deterministic": False,
+        "cudnn_allow_tf32": True,
+        "matmul_allow_tf32": False,
+        "float32_matmul_precision": "highest",
+    },
+}
+
+
+def with_environment_defaults(env: Mapping[str, Any]) -> dict[str, Any]:
+    return {**ADDED_ENVIRONMENT_DEFAULTS, **env}
+
+
+def environment_hash(env: Mapping[str, Any]) -> str:
+    """12 hex digits over the ``COMPARABLE_KEYS`` of an environment fingerprint."""
+    comparable = {key: env.get(key) for key in COMPARABLE_KEYS}
+    text = json.dumps(comparable, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class SchemaError(ValueError):

@@ -24,6 +24,8 @@ from orchestrator.shell_safety import check_cluster
 # Keys that say where or how a cell is scheduled, not what it measures: a cell keeps its id
 # when it moves between clusters or is resubmitted with another time limit.
 _NOT_IN_CELL_ID = ("cluster",)
+
+
 @contextmanager
 def hydra_context():
     from hydra import initialize_config_module

@@ -271,3 +271,18 @@ def test_a_dump_from_before_a_key_existed_is_the_same_configuration(tmp_path):
     train = results[results["phase"] == "train"]
     assert sorted(train["repeats"]) == [1, 2], "the old and the new dump were not combined"
     assert sorted(train["cfg.cudnn_benchmark"].astype(str)) == ["False", "True"]
+
+
+def test_a_dump_from_before_numerics_were_recorded_compares_by_pytorchs_defaults(tmp_path):
+    old = synthetic.BASE_ENVIRONMENT
+    assert "numerics" not in old  # as dumps were written before numerics were recorded
+    new = {**copy.deepcopy(old), **copy.deepcopy(schema.ADDED_ENVIRONMENT_DEFAULTS)}
+    tf32 = copy.deepcopy(new)
+    tf32["numerics"]["matmul_allow_tf32"] = True
+    for name, env in (("same", new), ("tf32", tf32)):
+        synthetic.write_cell(tmp_path / name, synthetic.config(gpus=1), step_times=[[0.5] * 3], environment=old)
+        synthetic.write_cell(tmp_path / name, synthetic.config(gpus=2), step_times=[[0.5] * 3] * 2, environment=env)
+    same = collect([tmp_path / "same"], progress=False)
+    assert same.warnings == [] and len(same.environments) == 1
+    changed = collect([tmp_path / "tf32"], progress=False)
+    assert "numerics.matmul_allow_tf32: True vs False" in _row(changed.results, world_size=2, phase="train")["confound"]

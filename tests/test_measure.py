@@ -32,6 +32,8 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 def test_gpu_steps_cover_queued_kernels_without_a_sync_per_step():
     device = torch.device("cuda", 0)
     a = torch.randn(4096, 4096, device=device)
+    (a @ a).tanh_()  # cuBLAS handle and kernels load here, not inside the timed steps
+    torch.cuda.synchronize(device)
     clock, wall = StepClock(device), WallClock(device)
     wall.start()
     host = time.perf_counter()
