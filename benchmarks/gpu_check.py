@@ -247,6 +247,11 @@ def main() -> int:
     steps = args.steps or (50 if gpu else 4)
     batch = 128 if gpu else 16
     name = torch.cuda.get_device_name(0) if gpu else "CPU (no GPU: GPU-only checks skipped)"
+    try:  # every cell is planned before anything runs: bad input ends the check at once
+        planned = plan_cells(gpu, steps, batch, args.mnist_root)
+    except DnnbenchError as err:
+        print(f"gpu-check: {err}", file=sys.stderr)
+        return 2
     report = Report(device=name)
     from jobs.environment import numerics
 
@@ -255,30 +260,7 @@ def main() -> int:
     if gpu:
         report.peaks = {k: round(v, 1) for k, v in measured_peaks(device).items()}
         print(f"measured matmul peaks, TFLOP/s: {json.dumps(report.peaks)}", flush=True)
-    common = [
-        f"steps={steps}",
-        "warmup_steps=5" if gpu else "warmup_steps=1",
-        "val_steps=5" if gpu else "val_steps=2",
-        f"batch_size={batch}",
-        "gpus=1",
-        "threads_per_process=1",
-        # Planned here, run here: say so, rather than have the plan look for a driver.
-        "device=cuda" if gpu else "device=cpu",
-    ]
-    planned = []
-    for framework, model, data, precision in cell_matrix(gpu, bool(args.mnist_root)):
-        # Real MNIST is decoded once and kept resident on the device (dataset.on_device).
-        dataset = (
-            ["dataset=synthetic"]
-            if data == "synthetic"
-            else ["dataset=mnist", f"dataset.root={args.mnist_root}", "dataset.on_device=true"]
-        )
-        overrides = [f"framework={framework}", f"model={model}", f"precision={precision}", *dataset, *common]
-        try:  # every cell is planned before any runs: bad input ends the check at once
-            planned.append(((framework, model, data, precision), plan_cell(overrides)))
-        except DnnbenchError as err:
-            print(f"gpu-check: {err}", file=sys.stderr)
-            return 2
+
     def in_budget(name: str) -> bool:
         if time.perf_counter() - started <= args.budget_s:
             return True
@@ -327,6 +309,31 @@ def main() -> int:
     report.write(out)
     print(f"gpu-check took {time.perf_counter() - started:.0f} s", flush=True)
     return 1 if report.failed else 0
+
+
+def plan_cells(gpu: bool, steps: int, batch: int, mnist_root: str | None) -> list[tuple[tuple[str, ...], Any]]:
+    """((framework, model, data, precision), planned cell) for every cell of the check."""
+    common = [
+        f"steps={steps}",
+        "warmup_steps=5" if gpu else "warmup_steps=1",
+        "val_steps=5" if gpu else "val_steps=2",
+        f"batch_size={batch}",
+        "gpus=1",
+        "threads_per_process=1",
+        # Planned here, run here: say so, rather than have the plan look for a driver.
+        "device=cuda" if gpu else "device=cpu",
+    ]
+    planned = []
+    for framework, model, data, precision in cell_matrix(gpu, bool(mnist_root)):
+        # Real MNIST is decoded once and kept resident on the device (dataset.on_device).
+        dataset = (
+            ["dataset=synthetic"]
+            if data == "synthetic"
+            else ["dataset=mnist", f"dataset.root={mnist_root}", "dataset.on_device=true"]
+        )
+        overrides = [f"framework={framework}", f"model={model}", f"precision={precision}", *dataset, *common]
+        planned.append(((framework, model, data, precision), plan_cell(overrides)))
+    return planned
 
 
 def cell_matrix(gpu: bool, mnist: bool) -> list[tuple[str, str, str, str]]:
