@@ -232,7 +232,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from orchestrator import pipeline_commands
 
     command = {"plan": pipeline_commands.plan_command, "profile": pipeline_commands.profile_command}
-    print(command[args.pipeline_command](args.overrides))
+    print(command[args.pipeline_command](args.overrides, refresh=args.refresh))
     return 0
 
 
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.\nExample: {example}",
                              epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         cmd.add_argument("overrides", nargs="*")
+        cmd.add_argument("--refresh", action="store_true",
+                         help="measure the profile again and replace the cached one")  # fmt: skip
         cmd.set_defaults(func=cmd_pipeline, pipeline_command=name)
 
     try:

@@ -51,20 +51,20 @@ def _profile(config: dict[str, Any], refresh: bool = False):
     )  # fmt: skip
 
 
-def profile_command(overrides: list[str]) -> str:
+def profile_command(overrides: list[str], refresh: bool = False) -> str:
     """The per-block profile of the configured model at its micro-batch size."""
     from jobs.pipeline.profiler import format_profile
 
-    profile, path, hit = _profile(_config(overrides))
+    profile, path, hit = _profile(_config(overrides), refresh)
     return f"{format_profile(profile)}\n{'cached' if hit else 'measured'}: {path}"
 
 
-def plan_command(overrides: list[str]) -> str:
+def plan_command(overrides: list[str], refresh: bool = False) -> str:
     """The planner's stages for the configured processes (``gpus × nodes``)."""
     from jobs.pipeline import planner
 
     config = _config(overrides)
-    profile, path, hit = _profile(config)
+    profile, path, hit = _profile(config, refresh)
     processes = config["gpus"] * config["nodes"]
     layout = planner.Layout.of(config["framework"]["name"], config["pipeline"], processes)
     cluster = config["cluster"]
@@ -90,4 +90,7 @@ def plan_command(overrides: list[str]) -> str:
             f"{best.replicas * config['batch_size'] / best.step_s:.1f} samples/s vs "
             f"{config['batch_size'] / result.step_s:.1f}"
         )
+    if profile.noisy:
+        text += f"\nwarning: the profile was measured on a busy or unsteady machine (spread {profile.spread:.0%})"
+        text += "; re-measure on a quiet one with --refresh"
     return f"{text}\nprofile {'cached' if hit else 'measured'}: {path}"

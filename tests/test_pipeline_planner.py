@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import sys
 import time
@@ -118,3 +120,30 @@ def test_real_profiles_reach_the_brute_force_optimum(model_name, stages):
     brute, _ = planner.brute_force_split(model, n)
     chosen = planner.plan(profile, stages=stages, microbatches=4, topology=model.topology)
     assert chosen.bottleneck_s <= 1.05 * brute
+
+
+def test_a_profile_says_when_it_was_measured_on_a_busy_machine():
+    quiet = dataclasses.replace(_random_profile(random.Random(0), 4), spread=0.08, load_per_core=0.3)
+    assert not quiet.noisy
+    assert dataclasses.replace(quiet, spread=0.4).noisy
+    assert dataclasses.replace(quiet, load_per_core=1.5).noisy
+    # A profile cached before these were recorded is read as it is: nothing known, no warning.
+    raw = json.loads(quiet.to_json())
+    del raw["spread"], raw["load_per_core"]
+    old = Profile.from_json(json.dumps(raw))
+    assert old.spread is None and not old.noisy
+
+
+def test_a_measured_profile_records_its_spread_and_load_and_warns_when_noisy():
+    torch = pytest.importorskip("torch")
+    from jobs.models import build_model
+    from jobs.pipeline.profiler import format_profile, profile_blocks
+
+    profile = profile_blocks(build_model("resnet18"), "resnet18", [1, 28, 28], 2,
+                             torch.device("cpu"), warmup=1, repeats=3)  # fmt: skip
+    assert profile.spread is not None and profile.spread >= 0
+    assert profile.load_per_core is not None and profile.load_per_core >= 0
+    assert "measured with repeat spread" in format_profile(profile)
+    warning = "warning: measured on a busy or unsteady machine"
+    assert (warning in format_profile(profile)) == profile.noisy
+    assert warning in format_profile(dataclasses.replace(profile, spread=0.5))

@@ -57,6 +57,9 @@ class BlockCost:
         return self.forward_s + self.backward_s
 
 
+NOISY_SPREAD = 0.25
+
+
 @dataclass
 class Profile:
     model: str
@@ -67,6 +70,15 @@ class Profile:
     fingerprint: str
     blocks: list[BlockCost]
     input_bytes: int = 0  # the first stage's input, per micro-batch
+    # How steady the machine was: (max − min) / median of a block's repeated forward+backward
+    # times, averaged weighted by block time; and the 1-min load average per core (CPU only).
+    spread: float | None = None
+    load_per_core: float | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """Measured on a busy or unsteady machine: a split planned from it may be off."""
+        return (self.spread or 0.0) > NOISY_SPREAD or (self.load_per_core or 0.0) > 1.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -77,7 +77,7 @@ def profile_blocks(model: nn.Module, model_name: str, input_shape: list[int], mi
     input_bytes = x.numel() * x.element_size()
     # The pipeline strategies run fp32 only; other precisions are profiled on a GPU alone.
     autocast = precision_of(precision).autocast(device) if device.type == "cuda" else nullcontext()
-    costs = []
+    costs, spreads = [], []
     for index, block in enumerate(split_blocks(model)):
         module = block.module
         x = x.detach().requires_grad_(index > 0)
@@ -95,6 +95,8 @@ def profile_blocks(model: nn.Module, model_name: str, input_shape: list[int], mi
                 forward.append(forward_s)
                 backward.append(backward_s)
         module.zero_grad(set_to_none=True)
+        totals = [f + b for f, b in zip(forward, backward, strict=True)]
+        spreads.append(((max(totals) - min(totals)) / statistics.median(totals), statistics.median(totals)))
         params = sum(p.numel() * p.element_size() for p in module.parameters())
         costs.append(
             BlockCost(
@@ -110,8 +112,14 @@ def profile_blocks(model: nn.Module, model_name: str, input_shape: list[int], mi
     return Profile(
         model=model_name, input_shape=list(input_shape), microbatch=microbatch,
         device=str(device.type), dtype=precision, fingerprint=fingerprint, blocks=costs,
-        input_bytes=input_bytes,
+        input_bytes=input_bytes, spread=_weighted_spread(spreads),
+        load_per_core=os.getloadavg()[0] / (os.cpu_count() or 1) if device.type == "cpu" else None,
     )  # fmt: skip
+
+
+def _weighted_spread(spreads: list[tuple[float, float]]) -> float | None:
+    weight = sum(seconds for _, seconds in spreads)
+    return sum(spread * seconds for spread, seconds in spreads) / weight if weight > 0 else None
 
 
 def cached_profile(model_factory: Callable[[], nn.Module], model_name: str,
@@ -149,4 +157,12 @@ def format_profile(profile: Profile) -> str:
         )
     total = sum(b.compute_s for b in profile.blocks)
     lines.append(f"total forward+backward {total * 1e3:.2f} ms per micro-batch")
+    if profile.spread is not None:
+        load = "" if profile.load_per_core is None else f", load {profile.load_per_core:.2f} per core"
+        lines.append(f"measured with repeat spread {profile.spread:.0%}{load}")
+    if profile.noisy:
+        lines.append(
+            "warning: measured on a busy or unsteady machine; a split planned from it may be off. "
+            "Re-measure on a quiet one: dnnbench profile … --refresh"
+        )
     return "\n".join(lines)
