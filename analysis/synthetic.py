@@ -74,9 +74,6 @@ BASE_ENVIRONMENT: dict[str, Any] = {
 }
 
 
-environment_hash = schema.environment_hash
-
-
 def config(**overrides: Any) -> dict[str, Any]:
     """BASE_CONFIG with dotted overrides: ``config(**{"framework.name": "horovod"})``."""
     cfg = copy.deepcopy(BASE_CONFIG)
@@ -170,7 +167,7 @@ def make_dump(
             "val": val_phase,
         },
         environment=env,
-        environment_hash=environment_hash(env),
+        environment_hash=schema.environment_hash(env),
         started_at="2026-11-26T09:50:07.670+00:00",
         finished_at="2026-11-26T09:50:18.835+00:00",
         pipeline=pipeline,

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from overhead_common import dnnbench_train_phases, overhead_parser
+from overhead_common import dnnbench_train_phases, parse_or_serve
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, PROCS, TRAIN_SAMPLES = 32, 2, 4096
@@ -121,10 +121,8 @@ def run_bare(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = overhead_parser(__doc__, pairs=3, steps=20, batch=BATCH)
-    args = parser.parse_args()
-    if args.bare_worker:
-        bare_worker(args)
+    args = parse_or_serve(__doc__, bare_worker, pairs=3, steps=20, batch=BATCH)
+    if args is None:
         return
 
     started = time.perf_counter()

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from overhead_common import dnnbench_train_phases, overhead_parser
+from overhead_common import dnnbench_train_phases, parse_or_serve
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, PROCS, THREADS = 32, 2, 1
@@ -127,10 +127,8 @@ def run_bare(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = overhead_parser(__doc__, pairs=5, steps=30, batch=BATCH)
-    args = parser.parse_args()
-    if args.bare_worker:
-        bare_worker(args)
+    args = parse_or_serve(__doc__, bare_worker, pairs=5, steps=30, batch=BATCH)
+    if args is None:
         return
 
     started = time.perf_counter()

@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,18 @@ def overhead_parser(doc: str | None, *, pairs: int, steps: int, batch: int) -> a
     parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     return parser
+
+
+def parse_or_serve(
+    doc: str | None, bare_worker: Callable[[argparse.Namespace], None], *, pairs: int, steps: int, batch: int
+) -> argparse.Namespace | None:
+    """The script's arguments, or None once it has served as its own bare-loop worker
+    (each benchmark re-runs itself with ``--bare-worker`` under the bare launcher)."""
+    args = overhead_parser(doc, pairs=pairs, steps=steps, batch=batch).parse_args()
+    if args.bare_worker:
+        bare_worker(args)
+        return None
+    return args
 
 
 def dnnbench_train_phases(overrides: list[str], folder: Path, processes: int) -> list[dict]:

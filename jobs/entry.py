@@ -27,7 +27,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
     from jobs import schema
     from jobs.data import build_batches
-    from jobs.environment import environment_hash, fingerprint
+    from jobs.environment import fingerprint
     from jobs.loop import train_phase, val_phase
     from jobs.measure import memory_probe
     from jobs.models import build_model
@@ -69,7 +69,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             config=OmegaConf.to_container(cfg, resolve=True),
             phases=phases,
             environment=env,
-            environment_hash=environment_hash(env),
+            environment_hash=schema.environment_hash(env),
             started_at=started,
             finished_at=_now(),
             pipeline=strategy.pipeline_metrics(),

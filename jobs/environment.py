@@ -1,10 +1,9 @@
 """The environment fingerprint every rank records, and the hash that makes confounds visible.
 
 Two cells are comparable only if what could change their speed is the same:
-library versions, thread settings, numeric settings (TF32, cuDNN autotuning), CPU and
-GPU model, driver. Those fields make up
-``COMPARABLE_KEYS`` and the hash; where a process ran (host, Slurm ids, ranks) is
-recorded but left out of the hash.
+library versions, thread settings, TF32 settings, CPU and GPU model, driver. Those fields
+make up ``jobs.schema.COMPARABLE_KEYS``, hashed by ``jobs.schema.environment_hash``; where
+a process ran (host, Slurm ids, ranks) is recorded but left out of the hash.
 """
 
 from __future__ import annotations
@@ -18,10 +17,6 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from jobs.schema import COMPARABLE_KEYS, environment_hash
-
-__all__ = ["COMPARABLE_KEYS", "environment_hash", "fingerprint", "numerics"]
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -162,5 +157,3 @@ def fingerprint(extra_threads: dict[str, Any] | None = None, *, with_torch: bool
         **details,
     }
     return env
-
-

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs import schema
-from jobs.environment import environment_hash, fingerprint
+from jobs.environment import fingerprint
+from jobs.schema import environment_hash
 
 
 def _phase(warmup: int) -> dict[str, Any]:

@@ -237,7 +237,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from jobs.environment import environment_hash, fingerprint
+    from jobs.environment import fingerprint
+    from jobs.schema import environment_hash
 
     env = fingerprint()
     if args.json:

@@ -91,6 +91,5 @@ def plan_command(overrides: list[str], refresh: bool = False) -> str:
             f"{config['batch_size'] / result.step_s:.1f}"
         )
     if profile.noisy:
-        text += f"\nwarning: the profile was measured on a busy or unsteady machine (spread {profile.spread:.0%})"
-        text += "; re-measure on a quiet one with --refresh"
+        text += f"\nprofile {planner.NOISE_WARNING}"
     return f"{text}\nprofile {'cached' if hit else 'measured'}: {path}"

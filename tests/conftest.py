@@ -104,6 +104,23 @@ TINY_DDP = [
 ]  # fmt: skip
 
 
+def launch_spec(**changes: Any) -> Any:
+    """The LaunchSpec a runner builds for cell ``abc`` of sweep ``/sweeps/s``, with ``changes``."""
+    from jobs.launchers import LaunchSpec
+
+    fields: dict[str, Any] = dict(
+        python="/opt/venv/bin/python",
+        cell_file="/sweeps/s/cells/abc/cell.json",
+        out_dir="/sweeps/s/cells/abc/attempt_0",
+        nnodes=1,
+        nproc_per_node=4,
+        node_rank=0,
+        hosts=("gcn1",),
+        job_id="123456",
+    )
+    return LaunchSpec(**{**fields, **changes})
+
+
 def run_cell_in(overrides: list[str], folder: Path) -> list[dict[str, Any]]:
     """Plan exactly one cell, write its cell.json as a sweep does, run it here; its valid rank dumps."""
     from jobs import schema

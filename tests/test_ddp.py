@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import schema
-from jobs.environment import COMPARABLE_KEYS, environment_hash
+from jobs.schema import COMPARABLE_KEYS, environment_hash
 from orchestrator.errors import ConfigError
 from orchestrator.sweep import plan
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, TINY_DDP, run_cell_in
+from conftest import REPO, TINY_DDP, launch_spec, run_cell_in
 from slurm_fixtures import CLUSTER_SCRIPT, dnnbench, slurm_cluster  # noqa: F401 - slurm_cluster is a fixture
 
 from jobs import schema
@@ -44,18 +44,8 @@ def require_horovod() -> None:
 
 
 def spec(**changes: Any) -> LaunchSpec:
-    fields: dict[str, Any] = dict(
-        python="/opt/venv/bin/python",
-        cell_file="/sweeps/s/cells/abc/cell.json",
-        out_dir="/sweeps/s/cells/abc/attempt_0",
-        nnodes=1,
-        nproc_per_node=2,
-        node_rank=0,
-        hosts=("localhost",),
-        job_id="123456",
-        config={"framework": {"name": "horovod", "launcher": "horovodrun", "backend": "auto"}, "horovod": KNOBS},
-    )
-    return LaunchSpec(**{**fields, **changes})
+    config = {"framework": {"name": "horovod", "launcher": "horovodrun", "backend": "auto"}, "horovod": KNOBS}
+    return launch_spec(**{"nproc_per_node": 2, "hosts": ("localhost",), "config": config, **changes})
 
 
 ENTRY = ["/opt/venv/bin/python", "-m", "jobs.entry", "/sweeps/s/cells/abc/cell.json", "/sweeps/s/cells/abc/attempt_0"]

@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import launch_spec as spec
 
-from jobs.launchers import PORT_BASE, PORT_SPAN, LaunchSpec, get_launcher, rendezvous_port
-
-
-def spec(**changes) -> LaunchSpec:
-    fields = dict(
-        python="/opt/venv/bin/python",
-        cell_file="/sweeps/s/cells/abc/cell.json",
-        out_dir="/sweeps/s/cells/abc/attempt_0",
-        nnodes=1,
-        nproc_per_node=4,
-        node_rank=0,
-        hosts=("gcn1",),
-        job_id="123456",
-    )
-    return LaunchSpec(**{**fields, **changes})
+from jobs.launchers import PORT_BASE, PORT_SPAN, get_launcher, rendezvous_port
 
 
 def test_one_node_is_standalone_with_an_os_chosen_port():

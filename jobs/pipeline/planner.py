@@ -58,6 +58,10 @@ class BlockCost:
 
 
 NOISY_SPREAD = 0.25
+NOISE_WARNING = (
+    "warning: measured on a busy or unsteady machine; a split planned from it may be off. "
+    "Re-measure on a quiet one: dnnbench profile … --refresh"
+)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from jobs.pipeline.blocks import split_blocks
-from jobs.pipeline.planner import BlockCost, Profile
+from jobs.pipeline.planner import NOISE_WARNING, BlockCost, Profile
 from jobs.precision import precision as precision_of
 
 
@@ -96,7 +96,8 @@ def profile_blocks(model: nn.Module, model_name: str, input_shape: list[int], mi
                 backward.append(backward_s)
         module.zero_grad(set_to_none=True)
         totals = [f + b for f, b in zip(forward, backward, strict=True)]
-        spreads.append(((max(totals) - min(totals)) / statistics.median(totals), statistics.median(totals)))
+        middle = statistics.median(totals)
+        spreads.append(((max(totals) - min(totals)) / middle, middle))
         params = sum(p.numel() * p.element_size() for p in module.parameters())
         costs.append(
             BlockCost(
@@ -126,7 +127,8 @@ def cached_profile(model_factory: Callable[[], nn.Module], model_name: str,
                    input_shape: list[int], microbatch: int, device: torch.device,
                    precision: str = "fp32", *, refresh: bool = False) -> tuple[Profile, Path, bool]:  # fmt: skip
     """(profile, cache file, whether it came from the cache); measures on a miss."""
-    from jobs.environment import environment_hash, fingerprint
+    from jobs.environment import fingerprint
+    from jobs.schema import environment_hash
 
     env_hash = environment_hash(fingerprint())
     key = cache_key(model_name, input_shape, microbatch, device.type, precision, env_hash)
@@ -161,8 +163,5 @@ def format_profile(profile: Profile) -> str:
         load = "" if profile.load_per_core is None else f", load {profile.load_per_core:.2f} per core"
         lines.append(f"measured with repeat spread {profile.spread:.0%}{load}")
     if profile.noisy:
-        lines.append(
-            "warning: measured on a busy or unsteady machine; a split planned from it may be off. "
-            "Re-measure on a quiet one: dnnbench profile … --refresh"
-        )
+        lines.append(NOISE_WARNING)
     return "\n".join(lines)
