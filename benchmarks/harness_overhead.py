@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from overhead_common import dnnbench_train_phases, parse_or_serve
+from overhead_common import cell_overrides, dnnbench_train_phases, parse_or_serve
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, PROCS, TRAIN_SAMPLES = 32, 2, 4096
@@ -89,19 +89,7 @@ def global_rate(ranks: list[dict]) -> tuple[float, float]:
 
 
 def run_dnnbench(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
-    overrides = [
-        "framework=ddp",
-        "model=resnet18",
-        f"gpus={PROCS}",
-        "dataset=synthetic",
-        f"batch_size={args.batch}",
-        f"steps={args.steps}",
-        f"warmup_steps={args.warmup}",
-        "val_steps=2",
-        "threads_per_process=1",
-        "device=cpu",
-        f"dataset.train_samples={TRAIN_SAMPLES}",
-    ]
+    overrides = [*cell_overrides("ddp", args, PROCS, threads=1), f"dataset.train_samples={TRAIN_SAMPLES}"]
     phases = dnnbench_train_phases(overrides, folder, PROCS)
     return global_rate(phases)
 

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from overhead_common import dnnbench_train_phases, parse_or_serve
+from overhead_common import cell_overrides, dnnbench_train_phases, parse_or_serve
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, PROCS, THREADS = 32, 2, 1
@@ -93,16 +93,7 @@ def global_rate(ranks: list[dict]) -> float:
 
 def run_dnnbench(args: argparse.Namespace, folder: Path) -> float:
     overrides = [
-        "framework=horovod",
-        "model=resnet18",
-        f"gpus={PROCS}",
-        "dataset=synthetic",
-        f"batch_size={args.batch}",
-        f"steps={args.steps}",
-        f"warmup_steps={args.warmup}",
-        "val_steps=2",
-        f"threads_per_process={THREADS}",
-        "device=cpu",
+        *cell_overrides("horovod", args, PROCS, threads=THREADS),
         "horovod.fusion_threshold_mb=64",
         "horovod.cycle_time_ms=1.0",
     ]

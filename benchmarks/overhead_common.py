@@ -35,6 +35,15 @@ def parse_or_serve(
     return args
 
 
+def cell_overrides(framework: str, args: argparse.Namespace, processes: int, threads: int) -> list[str]:
+    """The measured cell: resnet18 on synthetic data on CPU, as the bare loop runs it."""
+    return [
+        f"framework={framework}", "model=resnet18", f"gpus={processes}", "dataset=synthetic",
+        f"batch_size={args.batch}", f"steps={args.steps}", f"warmup_steps={args.warmup}", "val_steps=2",
+        f"threads_per_process={threads}", "device=cpu",
+    ]  # fmt: skip
+
+
 def dnnbench_train_phases(overrides: list[str], folder: Path, processes: int) -> list[dict]:
     """Run one cell with `dnnbench run`; the training phase of every rank's dump."""
     dnnbench = Path(sys.executable).parent / "dnnbench"
