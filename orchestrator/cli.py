@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.errors import DnnbenchError
+from orchestrator.errors import DnnbenchError, ExitCode
 
 EPILOG_OVERRIDES = "Overrides use Hydra's grammar: key=value, a,b,c, range(1,4), glob(resnet*)."
 
@@ -342,11 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DNNBENCH_FULL_ERROR") == "1":
             raise
         print(f"Error: {err}", file=sys.stderr)
-        return 1
+        return int(getattr(err, "exit_code", ExitCode.ERROR))
     except KeyboardInterrupt:
         print("interrupted: the ledger keeps what was submitted; rerun the same command to continue",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":
