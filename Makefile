@@ -41,13 +41,16 @@ lint: venv
 	$(VENV)/bin/ruff format --check orchestrator jobs conf
 
 # What scripts/gpu-check.sh needs on a GPU machine that has PyTorch but no internet, in one
-# folder to carry: the pure-Python packages torch does not bring, as wheels of the versions
-# installed here, and an MNIST root (.whl/mnist) made from the real test split when this
-# machine has it (as the tests make theirs): `scripts/gpu-check.sh --mnist-root .whl/mnist`.
+# folder to carry: the pure-Python packages torch does not bring (benchmarks/gpu_check_preflight.py
+# lists them), as wheels of the versions installed here, verified to import and plan a cell with
+# nothing but the standard library beside them; and an MNIST root (.whl/mnist) made from the real
+# test split when this machine has it (as the tests make theirs): `scripts/gpu-check.sh --mnist-root .whl/mnist`.
 gpu-wheels: venv
 	rm -rf .whl && mkdir -p .whl
-	$(PY) -m pip wheel -q --no-deps -w .whl $$($(PY) -m pip list --format=freeze 2>/dev/null | \
-		grep -iE '^(hydra-core|omegaconf|antlr4-python3-runtime)==')
+	$(PY) -m pip wheel -q --no-deps -w .whl $$($(PY) -c 'from importlib.metadata import version; \
+		from benchmarks.gpu_check_preflight import CARRIED; \
+		print(" ".join(f"{n.distribution}=={version(n.distribution)}" for n in CARRIED))')
+	$(PY) benchmarks/gpu_check_preflight.py wheels .whl
 	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from pathlib import Path; \
 		from conftest import build_mnist_root, mnist_source; source = mnist_source(); \
 		print(build_mnist_root(source, Path(".whl/mnist")) if source else "no MNIST source here")'

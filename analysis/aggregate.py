@@ -14,6 +14,7 @@ from typing import Any
 
 from analysis import confounds
 from analysis.errors import AnalysisError
+from orchestrator.paths import CELLS_DIR, RESULTS_DIR, SweepPaths
 
 ENVIRONMENTS_FILE = "environments.json"
 
@@ -31,7 +32,7 @@ class Aggregated:
 
 def default_out(paths: list[str]) -> Path:
     """SWEEP_DIR/results for one sweep; ./results for several."""
-    return Path(paths[0]) / "results" if len(paths) == 1 else Path("results")
+    return SweepPaths(Path(paths[0])).results if len(paths) == 1 else Path(RESULTS_DIR)
 
 
 def collect(paths: list[str | os.PathLike[str]], progress: bool = True, workers: int | None = None) -> Aggregated:
@@ -134,6 +135,6 @@ def read_results(path: str | os.PathLike[str]) -> Aggregated:
 
 def load_any(path: str | os.PathLike[str], progress: bool = True) -> Aggregated:
     """A sweep folder (aggregated in memory) or a results folder/table (read back)."""
-    if is_results_path(path) and not (Path(path) / "cells").is_dir():
+    if is_results_path(path) and not (Path(path) / CELLS_DIR).is_dir():
         return read_results(path)
     return collect([path], progress=progress)

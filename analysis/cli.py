@@ -42,12 +42,28 @@ def _summarize(done: Any, out: Path | None) -> None:
         )
 
 
+def _check_inputs(paths: list[str], *, results: bool) -> None:
+    """Every path names sweeps (or, where ``results``, a results folder or table) before anything is read.
+
+    Raises :class:`orchestrator.errors.NotASweepError` (exit 4) for a missing path, a file, a folder
+    of other things, or a damaged or foreign ``ledger.sqlite``; creates nothing.
+    """
+    from analysis.aggregate import is_results_path
+    from orchestrator.paths import CELLS_DIR, sweep_roots
+
+    for path in paths:
+        if results and Path(path).exists() and is_results_path(path) and not (Path(path) / CELLS_DIR).is_dir():
+            continue
+        sweep_roots(path)
+
+
 def aggregate_command(
     paths: list[str], out: str | None, *, figures: bool = True, progress: bool = True, workers: int | None = None
 ) -> int:
     """Aggregate sweeps into tables, figures and report.html; 0 when there are results."""
     from analysis.aggregate import aggregate, default_out
 
+    _check_inputs(paths, results=False)
     target = Path(out) if out else default_out(paths)
     done = aggregate(paths, target, figures=figures, report=figures, progress=progress, workers=workers)
     _summarize(done, target)
@@ -58,15 +74,17 @@ def aggregate_command(
 
 def plot_command(paths: list[str], out: str | None = None) -> int:
     """Figures (PNG + SVG) from a sweep folder or an existing results folder."""
-    from analysis.aggregate import collect, is_results_path, read_results
+    from analysis.aggregate import collect, default_out, is_results_path, read_results
     from analysis.figures import write_figures
+    from orchestrator.paths import CELLS_DIR
 
-    if len(paths) == 1 and is_results_path(paths[0]) and not (Path(paths[0]) / "cells").is_dir():
+    _check_inputs(paths, results=True)
+    if len(paths) == 1 and is_results_path(paths[0]) and not (Path(paths[0]) / CELLS_DIR).is_dir():
         done = read_results(paths[0])
         target = Path(out) if out else Path(paths[0])
     else:
         done = collect(paths)
-        target = Path(out) if out else (Path(paths[0]) / "results" if len(paths) == 1 else Path("results"))
+        target = Path(out) if out else default_out(paths)
     if done.results.empty:
         raise NoResultsError(f"nothing to plot in {', '.join(paths)}")
     written = write_figures(target, done.results, done.stages, done.warnings)
@@ -77,8 +95,10 @@ def plot_command(paths: list[str], out: str | None = None) -> int:
 def report_command(paths: list[str], out: str | None = None) -> int:
     """report.html from a results folder (with its figures) or from sweep folders."""
     from analysis.aggregate import is_results_path, read_results
+    from orchestrator.paths import CELLS_DIR
 
-    if len(paths) == 1 and is_results_path(paths[0]) and not (Path(paths[0]) / "cells").is_dir():
+    _check_inputs(paths, results=True)
+    if len(paths) == 1 and is_results_path(paths[0]) and not (Path(paths[0]) / CELLS_DIR).is_dir():
         from analysis.figures import write_figures
         from analysis.report import write_report
 
@@ -98,6 +118,7 @@ def compare_command(a: str, b: str, out: str | None = None) -> int:
     from analysis.aggregate import load_any
     from analysis.compare import compare, markdown
 
+    _check_inputs([a, b], results=True)
     first, second = load_any(a), load_any(b)
     if first.results.empty or second.results.empty:
         raise NoResultsError(f"no results in {a if first.results.empty else b}")
@@ -211,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DnnbenchError as err:
         print(f"Error: {err}", file=sys.stderr)
-        return 1
+        return int(err.exit_code)
 
 
 __all__ = [

@@ -1,15 +1,20 @@
-"""Environment differences between cells that one table or figure compares.
+"""Environment and hardware differences between cells that one table or figure compares.
 
-Every row's environment is compared with the table's reference environment (the one
-most rows ran in) and with its speedup baseline; each difference is named
-(``torch: 2.5.1 vs 2.4.0``) in the row's ``confound`` column. :func:`summary` gives
-the sentences that figure captions and the report show.
+Every row's environment and Slurm partition are compared with the table's reference (the
+environment and the partition most rows ran on) and with its speedup baseline's; each
+difference is named (``torch: 2.5.1 vs 2.4.0``, ``partition: gpu_a100 vs gpu``) in the row's
+``confound`` column. The partition is treated like the GPU model: two partitions are two
+kinds of node. A row measured beside other work on its nodes (analysis/colocation.py: other
+processes' CPU load, CPU steal, other processes on its GPUs, other Slurm jobs) is flagged too.
+:func:`summary` gives the sentences that figure captions and the report show.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+
+from analysis import colocation
 
 Environment = dict[str, Any]
 
@@ -26,6 +31,16 @@ def _hashes(value: str) -> list[str]:
     return [h for h in str(value).split(";") if h]
 
 
+def _partition_name(value: Any) -> str:
+    return str(value) if value else "(default)"
+
+
+def _partition_difference(own: Any, other: Any) -> list[str]:
+    """``partition: a vs b`` when two rows asked for different partitions ("" = the default one)."""
+    own, other = own or "", other or ""
+    return [] if own == other else [f"partition: {_partition_name(own)} vs {_partition_name(other)}"]
+
+
 def flag(results: Any, environments: dict[str, Environment]) -> Any:
     """Add ``confound`` (text naming each difference; empty when none) to ``results``."""
     results = results.copy()
@@ -35,23 +50,35 @@ def flag(results: Any, environments: dict[str, Environment]) -> Any:
     counts = Counter(h for value in results["environment_hash"] for h in _hashes(value))
     reference = counts.most_common(1)[0][0]
     ref_env = environments.get(reference)
+    partitions = results["partition"] if "partition" in results else [""] * len(results)
+    ref_partition = Counter(partitions).most_common(1)[0][0]
+    partition_of = dict(zip(results["config_key"], partitions, strict=True)) if "config_key" in results else {}
     flags = []
-    for row in results.itertuples(index=False):
+    for row, partition in zip(results.itertuples(index=False), partitions, strict=True):
         notes = []
         own = _hashes(row.environment_hash)
         if len(own) > 1:
             diff = differences(environments.get(own[0]), environments.get(own[1]))
             notes.append("repeats differ: " + ", ".join(diff))
-        if own and own[0] != reference:
-            diff = differences(environments.get(own[0]), ref_env)
+        diff = differences(environments.get(own[0]), ref_env) if own and own[0] != reference else []
+        diff += _partition_difference(partition, ref_partition)
+        if diff:
             notes.append("vs most cells: " + ", ".join(diff))
         baseline_hash = getattr(row, "baseline_environment_hash", "") or ""
+        diff = []
         if baseline_hash and own and baseline_hash != own[0]:
             diff = differences(environments.get(own[0]), environments.get(baseline_hash))
+        baseline_key = getattr(row, "baseline_config_key", "") or ""
+        if baseline_key in partition_of:
+            diff += _partition_difference(partition, partition_of[baseline_key])
+        if diff:
             notes.append("vs speedup baseline: " + ", ".join(diff))
         ranks = getattr(row, "rank_environments_differ", "") or ""
         if ranks:
             notes.append("ranks differ: " + ranks)
+        busy = colocation.text(getattr(row, "busy", ""))
+        if busy:
+            notes.append("measured beside other work: " + busy)
         flags.append("; ".join(notes))
     results["confound"] = flags
     return results
@@ -72,6 +99,9 @@ def summary(results: Any, environments: dict[str, Environment]) -> list[str]:
         if len(counter) > 1:
             listed = ", ".join(f"{v} ({n} rows)" for v, n in counter.most_common())
             sentences.append(f"Confound: {key} differs between compared cells: {listed}.")
+    if "partition" in results and results["partition"].nunique() > 1:
+        listed = ", ".join(f"{_partition_name(p)} ({n} rows)" for p, n in Counter(results["partition"]).most_common())
+        sentences.append(f"Confound: partition (the kind of node) differs between compared cells: {listed}.")
     if any(results.get("rank_environments_differ", [""] * len(results)).astype(bool)):
         sentences.append("Confound: some cells ran with different environments on different ranks.")
-    return sentences
+    return sentences + colocation.summary(results)

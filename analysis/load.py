@@ -3,9 +3,10 @@
 Which attempt counts for a cell: the newest attempt whose ``outcome.json`` says
 ``completed`` or, without ``outcome.json``, whose dumps are all present and valid.
 Earlier attempts are ignored, never mixed. Every dump of the chosen attempt is read
-and validated against :mod:`jobs.schema`; one missing, corrupt, truncated or
-foreign-version dump excludes the whole cell (listed with its reasons), it never
-crashes the aggregation and never averages in.
+and validated against :mod:`jobs.schema`, for meaning as well as type, and against the
+cell's ``cell.json`` (:func:`jobs.schema.read_attempt`); one missing, corrupt, truncated,
+foreign-version, nonsensical or foreign-config dump excludes the whole cell (listed with
+every reason), it never crashes the aggregation and never averages in.
 
 Global throughput of a cell and phase (the conservative definition)::
 
@@ -27,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis import colocation
 from analysis.errors import AnalysisError
 from analysis.stats import summarize
 from jobs import schema
 
 OUTCOME_FILE = "outcome.json"  # orchestrator.paths.OUTCOME_FILE (not imported: keeps this light)
+CELL_FILE = "cell.json"  # orchestrator.paths: the resolved config the ranks read
 # The keys that make two environments comparable; jobs.environment owns the list.
 COMPARABLE_KEYS = schema.COMPARABLE_KEYS
 _PARALLEL_MIN_CELLS = 400
@@ -122,63 +125,50 @@ def _attempts(cell_dir: Path) -> list[tuple[int, Path]]:
 # --------------------------------------------------------------------------- one cell
 
 
-def _read_json(path: Path) -> tuple[Any, str | None]:
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read()), None
-    except FileNotFoundError:
-        return None, "missing"
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        return None, f"unreadable ({type(err).__name__}: {err})"
+@dataclass
+class CellFile:
+    """What a cell's ``cell.json`` says its dumps must be (nothing when it is unreadable)."""
+
+    config: dict[str, Any] | None = None
+    cell_id: str | None = None
+    world_size: int | None = None
+    reasons: list[str] = field(default_factory=list)
 
 
-def _read_attempt(attempt_dir: Path, expected: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def read_cell_file(cell_dir: Path) -> CellFile:
+    """The cell's ``cell.json``; an unreadable one is a reason to exclude the cell (its dumps cannot be checked)."""
+    doc, error = schema.read_json(cell_dir / CELL_FILE)
+    if error:
+        return CellFile(reasons=[f"{CELL_FILE} {error}: the dumps cannot be checked against their cell"])
+    config = doc.get("config") if isinstance(doc, dict) else None
+    world = schema.world_size_of(config)
+    if not isinstance(config, dict) or world is None:
+        return CellFile(reasons=[f"{CELL_FILE} holds no config with positive gpus and nodes"])
+    cell_id = doc.get("cell_id")
+    return CellFile(config=config, cell_id=cell_id if isinstance(cell_id, str) else None, world_size=world)
+
+
+def _read_attempt(attempt_dir: Path, cell: CellFile, expected: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
     """(valid dumps sorted by rank, every reason the attempt is not complete and valid).
 
-    ``expected`` (the outcome's ``ranks_expected``) saves listing the folder, a metadata
-    operation that dominates on a parallel file system.
+    How many ranks: the cell's ``gpus × nodes``; without a readable ``cell.json``, the
+    outcome's ``ranks_expected``, else the rank files present (the cell is excluded then).
     """
-    docs: dict[int, dict[str, Any]] = {}
-    reasons: list[str] = []
-    if isinstance(expected, int) and not isinstance(expected, bool) and expected > 0:
-        names = [schema.dump_filename(r) for r in range(expected)]
-    else:
-        with os.scandir(attempt_dir) as entries:
-            names = [e.name for e in entries if e.name.startswith("rank_") and e.name.endswith(".json")]
-    for name in sorted(names):
-        number = name[len("rank_") : -len(".json")]
-        if not number.isdigit():
-            continue
-        rank = int(number)
-        doc, error = _read_json(attempt_dir / name)
-        if error:
-            reasons.append(f"rank {rank}: {'no dump' if error == 'missing' else error}")
-            continue
-        invalid = schema.validate(doc)
-        if invalid:
-            reasons.append(f"rank {rank}: invalid dump: " + "; ".join(invalid[:3]))
-            continue
-        if doc["rank"] != rank:
-            reasons.append(f"rank {rank}: {name} holds rank {doc['rank']} (duplicated rank)")
-            continue
-        docs[rank] = doc
-    if not docs:
-        return [], reasons or ["no rank dumps"]
-    worlds = {d["world_size"] for d in docs.values()}
-    if len(worlds) > 1:
-        return [], [*reasons, f"ranks disagree on world_size: {sorted(worlds)}"]
-    world = worlds.pop()
-    reasons += [f"rank {r}: no dump" for r in range(world) if r not in docs and not _has(reasons, r)]
-    reasons += [f"rank {r}: beyond world_size {world}" for r in docs if r >= world]
-    for key in ("cell_id", "repeat", "framework", "model"):
-        values = {str(d[key]) for d in docs.values()}
-        if len(values) > 1:
-            reasons.append(f"ranks disagree on {key}: {sorted(values)}")
-    return [docs[r] for r in sorted(docs)], reasons
+    world = cell.world_size
+    if world is None:
+        world = expected if type(expected) is int and expected > 0 else _ranks_present(attempt_dir)
+    if not world:
+        return [], [*cell.reasons, "no rank dumps"]
+    docs, reasons = schema.read_attempt(attempt_dir, world, cell.config, cell.cell_id)
+    return docs, [*cell.reasons, *reasons]
 
 
-def _has(reasons: list[str], rank: int) -> bool:
-    return any(r.startswith(f"rank {rank}:") for r in reasons)
+def _ranks_present(attempt_dir: Path) -> int:
+    """One more than the highest N of the ``rank_<N>.json`` files present (0 when none)."""
+    with os.scandir(attempt_dir) as entries:
+        names = [e.name for e in entries if e.name.startswith("rank_") and e.name.endswith(".json")]
+    numbers = [int(n[len("rank_") : -len(".json")]) for n in names if n[len("rank_") : -len(".json")].isdigit()]
+    return max(numbers) + 1 if numbers else 0
 
 
 def _timeline(attempt_dir: Path, first: dict[str, Any]) -> str:
@@ -193,11 +183,12 @@ def _choose_attempt(cell: CellRead, cell_dir: Path):
     if not attempts:
         cell.problem(None, "no attempt folder (never started)")
         return None, None
+    cell_file = read_cell_file(cell_dir)
     skipped: list[tuple[int, str]] = []
     for number, path in reversed(attempts):
-        outcome, error = _read_json(path / OUTCOME_FILE)
+        outcome, error = schema.read_json(path / OUTCOME_FILE)
         if isinstance(outcome, dict) and outcome.get("state") == "completed":
-            docs, reasons = _read_attempt(path, outcome.get("ranks_expected"))
+            docs, reasons = _read_attempt(path, cell_file, outcome.get("ranks_expected"))
             if reasons:
                 cell.problem(number, f"attempt {number} says completed but: " + "; ".join(reasons))
                 return None, None
@@ -210,7 +201,7 @@ def _choose_attempt(cell: CellRead, cell_dir: Path):
             skipped.append((number, detail + (": " + "; ".join(map(str, why[:3])) if why else "")))
             continue
         else:
-            docs, reasons = _read_attempt(path)
+            docs, reasons = _read_attempt(path, cell_file)
             if reasons:
                 skipped.append((number, "no outcome.json and " + "; ".join(reasons)))
                 continue
@@ -219,7 +210,7 @@ def _choose_attempt(cell: CellRead, cell_dir: Path):
             cell.problem(later, f"attempt {later} ignored ({detail}); using attempt {chosen}", excluded=False)
         for older, older_path in attempts:
             if older < chosen:
-                previous, _ = _read_json(older_path / OUTCOME_FILE)
+                previous, _ = schema.read_json(older_path / OUTCOME_FILE)
                 if isinstance(previous, dict) and previous.get("state") == "completed":
                     cell.problem(
                         older,
@@ -283,7 +274,8 @@ def _phase_row(docs: list[dict[str, Any]], phase: str) -> tuple[dict[str, Any], 
     step_tp = []
     for i in range(steps):
         slowest = max(p["step_times_s"][i] for p in records)
-        if slowest > 0:
+        # Validated dumps always pass; the guard keeps a step that cannot be a rate out of the statistics.
+        if per_step > 0 and 0 < slowest < math.inf:
             step_tp.append(per_step / slowest)
     step_stats = summarize(step_tp)
     correct = [p.get("correct") for p in records if p.get("correct") is not None]
@@ -353,6 +345,19 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         return cell
     if attempt is None or not docs:
         return cell
+    try:
+        _tabulate(cell, path, attempt, docs)
+    except (ArithmeticError, LookupError, TypeError, ValueError) as err:
+        # Validated dumps never get here; if one does, it costs its cell, never the aggregation.
+        failed = CellRead(sweep=sweep, cell_id=path.name, problems=cell.problems)
+        failed.problem(attempt, f"could not be tabulated ({type(err).__name__}: {err})")
+        return failed
+    return cell
+
+
+def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any]]) -> None:
+    """Fill ``cell``'s rows, per-rank rows and stage rows from the dumps of its counted attempt."""
+    sweep = cell.sweep
     first = docs[0]
     if first["cell_id"] != cell.cell_id:
         cell.problem(attempt, f"folder {path.name} holds dumps of cell {first['cell_id']}", excluded=False)
@@ -380,6 +385,8 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         "batch_size": config.get("batch_size"),
         "gpus": config.get("gpus"),
         "nodes": config.get("nodes"),
+        # The Slurm partition the cell asked for ("" = the cluster's default, and local runs).
+        "partition": (config.get("cluster") or {}).get("partition") or "",
         "world_size": first["world_size"],
         "repeat": first["repeat"],
         "device_type": first["device_type"],
@@ -393,8 +400,8 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         row, error = _phase_row(docs, phase)
         if error:
             cell.problem(attempt, error)
-            return cell
-        rows.append({**base, **row})
+            return
+        rows.append({**base, **row, **colocation.phase_columns(docs, path / f"attempt_{attempt}", phase)})
     cell.rows = rows
     cell.ranks = [
         {
@@ -425,7 +432,6 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         }
         for stage in _stage_rows(docs)
     ]
-    return cell
 
 
 def _rank_env_difference(docs: list[dict[str, Any]]) -> str:

@@ -1,7 +1,7 @@
 """report.html: one self-contained page (figures inlined as base64 PNG, no scripts).
 
-Sections: confound warnings, results table, figures with captions, environment
-summary, incomplete cells and notes.
+Sections: confound warnings, results table, how busy the nodes were, figures with
+captions, environment summary, incomplete cells and notes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from analysis import colocation
 from analysis.outputs import MARKDOWN_COLUMNS, memory_gib
 
 _CSS = """
@@ -71,6 +72,25 @@ def results_table(results: Any) -> str:
             f"<td>{_num(row.accuracy, 3)}</td>",
             f'<td class="text confound">{_esc(row.confound)}</td>',
         ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table>" + "\n".join(rows) + "</table>"
+
+
+def load_table(results: Any) -> str:
+    """How busy each row's nodes were while it measured (analysis/colocation.py)."""
+    numbers = [c for c in colocation.COLUMNS if c != "busy"]
+    if results.empty or not set(numbers) <= set(results.columns) or results[numbers].isna().all().all():
+        return "<p>Not recorded for these cells (noop cells, or measured before dnnbench recorded it).</p>"
+    head = ["sweep", "framework", "model", "procs", "phase", "CPUs of other processes", "CPU steal %",
+            "load (1 min)", "other GPU processes", "other Slurm jobs", "beside other work"]  # fmt: skip
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    for row in results.itertuples(index=False):
+        busy = colocation.text(row.busy)
+        cells = [f'<td class="text">{_esc(v)}</td>' for v in (row.sweep, row.framework, row.model)]
+        cells += [f"<td>{_esc(row.world_size)}</td>", f'<td class="text">{_esc(row.phase)}</td>']
+        cells += [f"<td>{_num(row.other_cpus, 2)}</td>", f"<td>{_num(100 * row.cpu_steal, 1)}</td>"]
+        cells += [f"<td>{_num(row.load_1m, 2)}</td>", f"<td>{_num(row.other_gpu_processes, 0)}</td>"]
+        cells += [f"<td>{_num(row.other_slurm_jobs, 0)}</td>", f'<td class="text confound">{_esc(busy)}</td>']
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return "<table>" + "\n".join(rows) + "</table>"
 
@@ -162,6 +182,13 @@ repeat).</p>
 {warning_html}
 <h2>Results</h2>
 {results_table(results)}
+<h2>How busy the nodes were</h2>
+<p>While each row measured, per phase, the busiest of its nodes and repeats: CPUs used by processes
+outside the cell, CPU time the hypervisor stole, the 1-minute load average, other processes on its
+GPUs and other Slurm jobs on its nodes. A row is flagged beside other work from
+{colocation.OTHER_CPUS_BUSY} CPUs of other processes or {100 * colocation.STEAL_BUSY:.0f}% steal, or
+any other GPU process or Slurm job; <code>cluster.exclusive=true</code> keeps other jobs off a cell's nodes.</p>
+{load_table(results)}
 <h2>Figures</h2>
 {"".join(figures) or "<p>No figures.</p>"}
 {timeline_list(timelines or [])}<h2>Environment</h2>

@@ -65,8 +65,11 @@ def t_quantile_975(df: int) -> float:
 def summarize(values: Sequence[float]) -> dict[str, float | int]:
     """mean, median, std (sample, n-1), n, 95 % CI of the mean (t-based) and CV.
 
-    With fewer than two values the spread, CI and CV are NaN: one number has no interval.
+    Only finite values count, and ``n`` says how many there were: a NaN or an infinity is
+    neither averaged in nor counted. With fewer than two values the spread, CI and CV are
+    NaN: one number has no interval.
     """
+    values = [v for v in values if math.isfinite(v)]
     n = len(values)
     nan = math.nan
     if n == 0:

@@ -90,10 +90,10 @@ def cell_id_of(cfg: dict[str, Any]) -> str:
     return config_key(cfg)[:6] + f"r{cfg['repeat']}" + config_key({"r": cfg["repeat"], **cfg})[:5]
 
 
-def _phase(step_times: list[float], samples_per_step: int, memory: dict[str, Any], val: bool) -> dict[str, Any]:
+def _phase(step_times: list[float], samples: int, memory: dict[str, Any], evaluated: int | None) -> dict[str, Any]:
+    """A phase; ``evaluated`` is None for training (no predictions), half of them right otherwise."""
     seconds = sum(step_times) * 1.002
-    samples = samples_per_step * len(step_times)
-    evaluated = samples + samples_per_step if val else None
+    val = evaluated is not None
     return {
         "timed_steps": len(step_times),
         "warmup_steps": 1 if val else 5,
@@ -103,10 +103,16 @@ def _phase(step_times: list[float], samples_per_step: int, memory: dict[str, Any
         "step_times_s": list(step_times),
         "memory": dict(memory),
         "loss": None if val else 2.3,
-        "accuracy": 0.5 if val else None,
+        "accuracy": (evaluated // 2) / evaluated if evaluated else None,
         "correct": evaluated // 2 if val else None,
         "evaluated": evaluated,
     }
+
+
+def _val_counts(cfg: dict[str, Any]) -> tuple[int, int, int]:
+    """(timed steps, samples, evaluated) the config gives a counting rank's validation (jobs.schema's rule)."""
+    replicas = schema.data_replicas(cfg) or cfg["gpus"] * cfg["nodes"]
+    return schema.val_counts(cfg["batch_size"], replicas, cfg["dataset"]["val_samples"], cfg["val_steps"])
 
 
 def make_dump(
@@ -143,10 +149,15 @@ def make_dump(
             "end_rss_bytes": None,
         }
     per_step = cfg["batch_size"] if counts_samples else 0
-    val_times = val_step_times if val_step_times is not None else [t / 5 for t in train_step_times[:2]]
-    val_phase = _phase(val_times, per_step, memory, val=True)
-    if not counts_samples:
-        val_phase.update(correct=None, evaluated=None, accuracy=None)
+    val_steps, val_samples, evaluated = _val_counts(cfg)
+    if val_step_times is None:
+        val_step_times = [train_step_times[i % len(train_step_times)] / 5 for i in range(val_steps)]
+    if len(val_step_times) != val_steps:
+        raise ValueError(f"the config gives {val_steps} timed validation steps, not {len(val_step_times)}")
+    if counts_samples:
+        val_phase = _phase(val_step_times, val_samples, memory, evaluated)
+    else:
+        val_phase = _phase(val_step_times, 0, memory, None)
     return schema.new_dump(
         cell_id=cell_id or cell_id_of(cfg),
         attempt=attempt,
@@ -163,7 +174,7 @@ def make_dump(
         counts_samples=counts_samples,
         config=cfg,
         phases={
-            "train": _phase(train_step_times, per_step, memory, val=False),
+            "train": _phase(train_step_times, per_step * len(train_step_times), memory, None),
             "val": val_phase,
         },
         environment=env,
@@ -171,7 +182,11 @@ def make_dump(
         started_at="2026-11-26T09:50:07.670+00:00",
         finished_at="2026-11-26T09:50:18.835+00:00",
         pipeline=pipeline,
-        extra={"framework_knobs": None, "parameter_digests": [4639.05] * world},
+        extra={
+            "framework_knobs": None,
+            "parameter_digests": [4639.05] * world,
+            "data": {"train_samples": cfg["dataset"]["train_samples"], "val_samples": cfg["dataset"]["val_samples"]},
+        },
     )
 
 
@@ -184,10 +199,11 @@ def write_cell(
     outcome: str | None = "completed",
     **dump_options: Any,
 ) -> Path:
-    """Write one attempt of a cell: a dump per rank (``step_times[rank]``) + outcome.json."""
+    """Write one attempt of a cell: its cell.json, a dump per rank (``step_times[rank]``) + outcome.json."""
     cell_id = dump_options.pop("cell_id", None) or cell_id_of(cfg)
     folder = Path(sweep_root) / "cells" / cell_id / f"attempt_{attempt}"
     folder.mkdir(parents=True, exist_ok=True)
+    (folder.parent / "cell.json").write_text(json.dumps({"cell_id": cell_id, "config": cfg}, indent=1))
     counting = dump_options.pop("counting_ranks", None)
     for rank, times in enumerate(step_times):
         options = dict(dump_options)

@@ -3,7 +3,8 @@
 A configuration is a set of cells of one sweep that differ only in ``config.repeat``.
 Per configuration and phase:
 
-- ``throughput``: mean over repeats of each repeat's global throughput (samples/s).
+- ``throughput``: mean over repeats of each repeat's global throughput (samples/s);
+  ``repeats`` counts the repeats that have one (a phase without timed steps has none).
 - ``mean, median, std, n, ci95_low, ci95_high, cv``: statistics of the values named by
   ``ci_basis``: ``repeats`` (each repeat's global throughput; ``mean == throughput``) or,
   with a single repeat, ``timed_steps`` (per-step global throughput: samples per step of
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analysis import confounds
+from analysis import colocation, confounds
 from analysis.stats import t_quantile_975
 
 # What a configuration is, in the order tables show it (the results table starts with these too).
@@ -33,6 +34,7 @@ CONFIG_COLUMNS = [
     "gpus",
     "nodes",
     "world_size",
+    "partition",  # hardware: rows of two partitions are two configurations (confounds flags them)
 ]
 IDENTITY = ["sweep", "config_key", *CONFIG_COLUMNS, "device_type", "memory_kind", "phase"]
 BASELINE_KEY = ["framework", "model", "dataset", "data_on_device", "precision", "batch_size", "phase"]
@@ -43,6 +45,7 @@ _NOT_KNOBS = {
     "repeats",
     # Follows from the framework (ddp→torchrun, horovod→horovodrun): not a knob of its own.
     "framework.launcher",
+    "cluster.partition",  # the partition column
 }  # fmt: skip
 
 
@@ -60,7 +63,8 @@ def combine_repeats(cells: Any) -> Any:
     cells = cells.assign(cell_attempt=cells["cell_id"] + ":" + cells["attempt"].astype(str))
     grouped = cells.groupby(IDENTITY, sort=True, dropna=False)
     out = grouped.agg(
-        repeats=("cell_id", "size"),
+        # Repeats whose throughput is a number: the ones the mean is taken over, never more.
+        repeats=("throughput", "count"),
         throughput=("throughput", "mean"),
         mean=("throughput", "mean"),
         median=("throughput", "median"),
@@ -113,8 +117,9 @@ def add_scaling(results: Any) -> Any:
     speedup, baseline_key, baseline_env = [], [], []
     for row in results.itertuples(index=False):
         candidates = best.get(tuple(getattr(row, k) for k in BASELINE_KEY), [])
-        same_sweep = [c for c in candidates if c.sweep == row.sweep]
-        chosen = (same_sweep or candidates or [None])[0]
+        # The same sweep first, and in it the same partition: a speedup across hardware is no speedup.
+        ranked = sorted(candidates, key=lambda c: (c.sweep != row.sweep, c.partition != row.partition))
+        chosen = (ranked or [None])[0]
         if chosen is None or not chosen.throughput:
             speedup.append(math.nan)
             baseline_key.append("")
@@ -151,6 +156,7 @@ def build_results(loaded: Any) -> Any:
     results = combine_repeats(loaded.cells)
     results = add_scaling(results)
     results = swept_knobs(results, loaded.configs)
+    results = colocation.attach(results, loaded.cells)  # how busy the nodes were: confounds flags it
     results = confounds.flag(results, loaded.environments)
     return results.sort_values(
         ["sweep", "phase", "framework", "model", "batch_size", "world_size"], kind="stable"

@@ -28,7 +28,7 @@ def build(root: Path, cells: int, ranks: int, steps: int) -> None:
     from analysis import synthetic
 
     marker = root / ".complete"
-    spec = f"{cells}x{ranks}x{steps}"
+    spec = f"{cells}x{ranks}x{steps}+cell.json"  # sweeps built before cells had a cell.json are rebuilt
     if marker.exists() and marker.read_text() == spec:
         return
     rng = random.Random(0)
@@ -53,6 +53,9 @@ def build(root: Path, cells: int, ranks: int, steps: int) -> None:
                                 "repeat": repeat,
                                 "repeats": repeats,
                                 "steps": steps,
+                                # 11 validation batches, the first untimed, all whole at every batch size.
+                                "val_steps": 11,
+                                "dataset.val_samples": 8192,
                             }
                         )
                         base = 0.2 + 0.01 * b

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator.paths import AttemptPaths, SweepPaths
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,6 +53,8 @@ def dnnbench_train_phases(overrides: list[str], folder: Path, processes: int) ->
     subprocess.run(
         [*command, "run", *overrides, "--quiet", "--out", str(folder)], check=True, cwd=REPO, stdout=subprocess.DEVNULL
     )
-    dumps = [json.loads(p.read_text()) for p in sorted(folder.glob("cells/*/attempt_0/rank_*.json"))]
+    paths = SweepPaths(folder)
+    attempts = [paths.cell(cell.name).attempt(0) for cell in sorted(paths.cells.iterdir())]
+    dumps = [json.loads(p.read_text()) for attempt in attempts for p in AttemptPaths(attempt).rank_dumps()]
     assert len(dumps) == processes, f"expected {processes} rank dumps under {folder}"
     return [d["phases"]["train"] for d in dumps]

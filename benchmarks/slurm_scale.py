@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator.paths import SweepPaths
+
 ROOT = Path(__file__).resolve().parent.parent
 GRID = [
     "framework=ddp", "model=resnet18", "dataset=synthetic", "cluster=slurm", "gpus=1,2", "nodes=1,2",
@@ -90,7 +92,7 @@ def main() -> int:
     wall, rss, code, out, err = run_measured([*cli, "sweep", *GRID, "--dry-run", "--sweep-dir", str(dry)])
     assert code == 0, err[-2000:]
     summary = next(line for line in out.splitlines() if line.startswith("dry run:"))
-    scripts = len(list((dry / "jobs").glob("*.sh")))
+    scripts = len(list(SweepPaths(dry).jobs.glob("*.sh")))
     results["plan_dry_run"] = {"seconds": round(wall, 2), "peak_rss_mib": round(rss), "summary": summary,
                                "scripts_written": scripts}  # fmt: skip
     print(f"plan + dry-run: {wall:.2f} s, peak RSS {rss:.0f} MiB; {summary}; {scripts} scripts", flush=True)
@@ -107,7 +109,7 @@ def main() -> int:
         print(err[-2000:], file=sys.stderr)
     from orchestrator.ledger import Ledger
 
-    with Ledger(sweep / "ledger.sqlite") as ledger:
+    with Ledger(SweepPaths(sweep).ledger) as ledger:
         job_ids = [row["job_id"] for row in ledger.submissions("submitted")]
         results["ledger"] = {"cells": len(ledger.cell_ids()), "arrays_submitted": len(job_ids)}
     try:

@@ -1,8 +1,9 @@
-"""Benchmark (issue 8): sweeps at scale on the real dev Slurm cluster, noop cells.
+"""Benchmark (issues 8 and 12): sweeps at scale on the real dev Slurm cluster, noop cells.
 
 Usage (each part prints markdown table rows; run them one at a time or together)::
 
     .venv/bin/python benchmarks/sweep_scale.py --dry-run-10k       # plan + --dry-run, issue 3's grid
+    .venv/bin/python benchmarks/sweep_scale.py --dry-run-100k      # --dry-run of 100,000 cells: time, RSS, bytes
     .venv/bin/python benchmarks/sweep_scale.py --vs-hydra-1000     # time to queue 1,000 cells vs hydra
     .venv/bin/python benchmarks/sweep_scale.py --acceptance-2500   # 2,500 noop cells run for real
     .venv/bin/python benchmarks/sweep_scale.py --queue-10k         # time to queue 10,000 cells (held)
@@ -10,6 +11,12 @@ Usage (each part prints markdown table rows; run them one at a time or together)
 - ``--dry-run-10k``: ``dnnbench sweep GRID --dry-run`` of issue 3's 10,000-cell ddp grid
   (``benchmarks/slurm_scale.py``) in a fresh process; wall time and peak RSS (``wait4``).
   Targets < 10 s, < 1 GiB.
+- ``--dry-run-100k`` (issue 12): ``dnnbench sweep GRID cluster=slurm --dry-run`` of two
+  100,000-cell grids, each in a fresh process: ``framework=noop seed=range(0,100000)`` (one
+  shape) and issue 3's ddp grid with 5,000 seeds (4 shapes). Wall time, peak RSS (``wait4``),
+  what the sweep folder holds afterwards (bytes of its files, and what the disk gave it, as
+  ``du`` counts) and how many lines the command printed. Targets < 30 s, < 1 GiB, < 200 MB, a
+  summary (not a line per cell), and no ``cells/`` folder or ledger.
 - ``--vs-hydra-1000``: side by side, 1,000 trivial cells each. dnnbench: ``dnnbench sweep
   framework=noop … seed=range(0,1000) cluster=slurm``. Hydra: a trivial ``@hydra.main`` app,
   ``-m x=range(0,1000) hydra/launcher=submitit_slurm``, in a throw-away venv the benchmark
@@ -47,6 +54,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -54,6 +62,8 @@ from pathlib import Path
 
 from slurm_scale import GRID as ISSUE3_GRID
 from slurm_scale import HOLDING_SBATCH, run_measured
+
+from orchestrator.paths import SweepPaths
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "orchestrator.cli"]
@@ -151,7 +161,7 @@ def wait_for(probe, timeout: float, interval: float = 0.2) -> float | None:
 
 
 def ledger(sweep: Path, sql: str) -> list[tuple]:
-    db = sqlite3.connect(sweep / "ledger.sqlite", timeout=30)
+    db = sqlite3.connect(SweepPaths(sweep).ledger, timeout=30)
     try:
         return list(db.execute(sql))
     finally:
@@ -192,10 +202,75 @@ def dry_run_10k(root: Path) -> None:
         wall, rss, code, out, err = run_measured([*CLI, "sweep", *ISSUE3_GRID, "--dry-run", "--sweep-dir", str(sweep)])
     assert code == 0, err[-2000:]
     summary = next(line for line in out.splitlines() if line.startswith("dry run:"))
-    scripts = len(list((sweep / "jobs").glob("*.sh")))
+    scripts = len(list(SweepPaths(sweep).jobs.glob("*.sh")))
     header("date", "load avg (1 min) during", "step", "wall", "peak RSS", "result")
     row(today(), load.describe(), "plan + `--dry-run`, 10,000 cells (issue 3's grid)", f"{wall:.1f} s",
         f"{rss:.0f} MiB", f"{summary.split(':', 1)[1].split(' in ')[0].strip()} → {scripts} scripts")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- dry run 100k ---
+DRY_RUN_100K = {
+    "noop, seed=range(0,100000) (1 shape)": [*NOOP, "seed=range(0,100000)"],
+    "ddp, issue 3's grid × 5,000 seeds (4 shapes)": [*ISSUE3_GRID[:-4], "seed=range(0,5000)", *ISSUE3_GRID[-3:]],
+}
+
+
+def folder_bytes(folder: Path) -> tuple[int, int]:
+    """(bytes of the files under ``folder``, bytes the disk gave it as ``du`` counts: blocks of files and folders)."""
+    size = used = 0
+    for entry in [folder, *folder.rglob("*")]:
+        stat = entry.lstat()
+        used += stat.st_blocks * 512
+        if entry.is_file():
+            size += stat.st_size
+    return size, used
+
+
+def run_timed(argv: list[str]) -> tuple[float, float, float, int, str, str]:
+    """(wall s, CPU s (user + system), peak RSS MiB, exit code, stdout, stderr) of one subprocess.
+
+    The CPU time is what the command costs on a core of its own: on a shared machine the wall
+    time also counts the time other processes held the cores.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), stdout, stderr
+
+
+def dry_run_100k(root: Path) -> int:
+    """One row per grid; the number of grids that missed a target."""
+    header("date", "load avg (1 min) during", "grid", "wall", "CPU (user + sys)", "peak RSS", "written (files / du)",
+           "lines printed", "summary", "result")  # fmt: skip
+    failed = 0
+    for name, grid in DRY_RUN_100K.items():
+        sweep = root / f"dry100k-{uuid.uuid4().hex[:8]}"
+        with LoadSampler() as load:
+            wall, cpu, rss, code, out, err = run_timed([*CLI, "sweep", *grid, "--dry-run", "--sweep-dir", str(sweep)])
+        assert code == 0, err[-2000:]
+        size, used = folder_bytes(sweep)
+        summary = next(line for line in out.splitlines() if line.startswith("dry run:"))
+        lines = len(out.splitlines()) + len(err.splitlines())
+        paths = SweepPaths(sweep)
+        problems = [
+            *(["wall ≥ 30 s"] if wall >= 30 else []),
+            *(["RSS ≥ 1 GiB"] if rss >= 1024 else []),
+            *(["≥ 200 MB written"] if max(size, used) >= 200e6 else []),
+            *(["cells/ or ledger written"] if paths.cells.exists() or paths.ledger.exists() else []),
+            *([f"{lines} lines printed"] if lines > 50 else []),
+        ]
+        failed += bool(problems)
+        row(today(), load.describe(), name, f"{wall:.1f} s", f"{cpu:.1f} s", f"{rss:.0f} MiB",
+            f"{size / 1e6:.1f} MB / {used / 1e6:.1f} MB", lines, summary.split(":", 1)[1].split(" in ")[0].strip(),
+            "PASS" if not problems else "FAIL: " + "; ".join(problems))  # fmt: skip
+        shutil.rmtree(sweep, ignore_errors=True)
+    return failed
 
 
 # --------------------------------------------------------------------------- vs hydra 1000 ---
@@ -404,6 +479,7 @@ def queue_10k(root: Path, keep: bool, wait_empty: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run-10k", action="store_true")
+    parser.add_argument("--dry-run-100k", action="store_true")
     parser.add_argument("--vs-hydra-1000", action="store_true")
     parser.add_argument("--acceptance-2500", action="store_true")
     parser.add_argument("--queue-10k", action="store_true")
@@ -413,13 +489,16 @@ def main() -> int:
     parser.add_argument("--wait-empty", type=float, default=420, help="--queue-10k: s to wait for an empty controller")
     parser.add_argument("--keep", action="store_true", help="--queue-10k: leave the held jobs queued")
     args = parser.parse_args()
-    if not (args.dry_run_10k or args.vs_hydra_1000 or args.acceptance_2500 or args.queue_10k):
-        parser.error("name at least one of --dry-run-10k, --vs-hydra-1000, --acceptance-2500, --queue-10k")
+    if not (args.dry_run_10k or args.dry_run_100k or args.vs_hydra_1000 or args.acceptance_2500 or args.queue_10k):
+        parser.error("name at least one of --dry-run-10k, --dry-run-100k, --vs-hydra-1000, --acceptance-2500, "
+                     "--queue-10k")  # fmt: skip
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     code = 0
     if args.dry_run_10k:
         dry_run_10k(root)
+    if args.dry_run_100k:
+        code = min(1, dry_run_100k(root))
     if args.vs_hydra_1000:
         vs_hydra_1000(root, Path(args.hydra_venv), args.rounds)
     if args.acceptance_2500:

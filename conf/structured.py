@@ -68,6 +68,13 @@ class ClusterConfig:
     mem_per_gpu_gb: int | None = None
     # Ask Slurm for GPUs (--gpus-per-node); off on CPU-only partitions.
     request_gpus: bool = True
+    # Whole nodes (#SBATCH --exclusive): no other job, another cell of the sweep included, shares a
+    # node with a cell. Part of a cell's identity: a cell alone on its node measures another machine
+    # than one beside other work (which the dumps record either way: extra.colocation).
+    exclusive: bool = False
+    # GPU model as the cluster's GRES names it (--gpus-per-node=TYPE:N, e.g. a100); null = any GPU.
+    # Where nodes are told apart by features or partitions instead, use constraint or partition.
+    gpu_type: str | None = None
     time_limit_min: int = 60
     # Shell lines run before the launcher in every job (module load …).
     setup: list[str] = field(default_factory=list)

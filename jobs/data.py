@@ -75,7 +75,9 @@ class ResidentBatches:
 class BatchSource:
     """Training and validation batches for one process."""
 
-    def __init__(self, train: Any, val: Any, batch_size: int, shard: Shard, seed: int, workers: int):
+    def __init__(
+        self, train: Any, val: Any, batch_size: int, shard: Shard, seed: int, workers: int, *, pin: bool = False
+    ):
         self.batch_size = batch_size
         self.train_sampler = DistributedSampler(
             train, num_replicas=shard.world, rank=shard.rank, shuffle=True, seed=seed, drop_last=True
@@ -87,10 +89,10 @@ class BatchSource:
             self.train_loader = ResidentBatches(train, self.train_sampler, batch_size, drop_last=True)
             self.val_loader = ResidentBatches(val, val_sampler, batch_size, drop_last=False)
         else:
-            self.train_loader = DataLoader(
-                train, batch_size=batch_size, sampler=self.train_sampler, drop_last=True, num_workers=workers
-            )
-            self.val_loader = DataLoader(val, batch_size=batch_size, sampler=val_sampler, num_workers=workers)
+            # pin: a copy to the GPU from pageable memory blocks the host even with non_blocking=True.
+            loader = {"batch_size": batch_size, "num_workers": workers, "pin_memory": pin}
+            self.train_loader = DataLoader(train, sampler=self.train_sampler, drop_last=True, **loader)
+            self.val_loader = DataLoader(val, sampler=val_sampler, **loader)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -168,4 +170,6 @@ def build_batches(cfg: Any, shard: Shard, device: torch.device) -> tuple[BatchSo
     else:
         raise ValueError(f"unknown dataset {ds.name!r}: expected mnist or synthetic")
     record["train_samples"], record["val_samples"] = len(train), len(val)
-    return BatchSource(train, val, cfg.batch_size, shard, cfg.seed, workers), record
+    # Batches the loop copies to a GPU come from page-locked memory, so the copy is queued.
+    record["pinned"] = pin = not record["on_device"] and device.type == "cuda"
+    return BatchSource(train, val, cfg.batch_size, shard, cfg.seed, workers, pin=pin), record

@@ -1,8 +1,10 @@
 """One rank of one cell: ``python -m jobs.entry CELL_JSON OUT_DIR`` (started by a launcher).
 
 Reads the resolved cell, runs the loop through the framework's strategy and writes
-``OUT_DIR/rank_<N>.json``. Ends with ``os._exit`` after tearing the process group
-down: gloo ranks otherwise abort in interpreter shutdown in about a third of runs.
+``OUT_DIR/rank_<N>.json``; a rank that raises writes ``error_rank_<N>.txt`` (and, for a
+failure it recognises, ``failure_rank_<N>.json``: jobs/failures.py). Ends with
+``os._exit`` after tearing the process group down: gloo ranks otherwise abort in
+interpreter shutdown in about a third of runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from jobs import schema
+from jobs.failures import RankFailure, write_rank_failure
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -25,7 +30,7 @@ def _now() -> str:
 def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     import torch
 
-    from jobs import schema
+    from jobs.colocation import PhaseWatch
     from jobs.data import build_batches
     from jobs.environment import fingerprint
     from jobs.loop import train_phase, val_phase
@@ -46,9 +51,10 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         )
         source, data_record = build_batches(cfg, strategy.data_shard(), placement.device)
         probe = memory_probe(placement.device)
+        watch = PhaseWatch(out_dir, placement.device)  # what else ran on the node (extra.colocation)
         phases = {
-            "train": train_phase(strategy, source, cfg, probe),
-            "val": val_phase(strategy, source, cfg, probe),
+            "train": watch.measure("train", train_phase, strategy, source, cfg, probe),
+            "val": watch.measure("val", val_phase, strategy, source, cfg, probe),
         }
         digests = strategy.parameter_digests()
         env = fingerprint()
@@ -77,6 +83,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
                 "data": data_record,
                 "parameter_digests": digests,
                 "framework_knobs": strategy.framework_knobs(),
+                "colocation": watch.record(),
             },
         )
         schema.write_atomic(out_dir / schema.dump_filename(placement.rank), doc)
@@ -94,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args[1])
     try:
         doc = run_rank(cell, out_dir)
-    except BaseException:
+    except BaseException as err:
         rank = os.environ.get("RANK", os.environ.get("HOROVOD_RANK", "unknown"))
         text = traceback.format_exc()
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"error_rank_{rank}.txt").write_text(text)
+        (out_dir / schema.error_filename(rank)).write_text(text)
+        if isinstance(err, RankFailure):  # the runner reports its own class, not launcher_error
+            write_rank_failure(out_dir, rank, err)
         print(text, file=sys.stderr, flush=True)
         return 1
     train, val = doc["phases"]["train"], doc["phases"]["val"]

@@ -4,6 +4,13 @@ Two cells are comparable only if what could change their speed is the same:
 library versions, thread settings, TF32 settings, CPU and GPU model, driver. Those fields
 make up ``jobs.schema.COMPARABLE_KEYS``, hashed by ``jobs.schema.environment_hash``; where
 a process ran (host, Slurm ids, ranks) is recorded but left out of the hash.
+
+``resources`` records what this process was given: the CPUs it may run on
+(``os.sched_getaffinity``), the GPUs it sees, and the GPUs Slurm allocated. It is left out
+of the hash on purpose: it differs between cells by design (a 4-GPU cell is given more
+CPUs and GPUs than a 1-GPU cell), so hashing it would flag every intended difference as a
+confound. What it is for is checking each rank got what its cell asked for (enough CPUs
+for its threads, one GPU per process), which a per-cell comparison with the config does.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import os
 import platform
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +31,18 @@ THREAD_VARIABLES = (
     "OPENBLAS_NUM_THREADS",
     "KMP_AFFINITY",
     "OMP_PROC_BIND",
+)
+# What Slurm 22.05+ sets, in the batch step and in srun steps, when GPUs are allocated:
+# SLURM_GPUS_ON_NODE and SLURM_JOB_GPUS for --gres=gpu:N, --gpus, --gpus-per-node and
+# --gpus-per-task alike (SLURM_STEP_GPUS in steps); the SLURM_GPUS* request echoes only
+# for the option used. Checked on the dev cluster's GRES GPUs (docs/metrics.md).
+SLURM_GPU_VARIABLES = (
+    "SLURM_GPUS_ON_NODE",
+    "SLURM_JOB_GPUS",
+    "SLURM_STEP_GPUS",
+    "SLURM_GPUS_PER_NODE",
+    "SLURM_GPUS",
+    "SLURM_GPUS_PER_TASK",
 )
 SLURM_VARIABLES = (
     "SLURM_JOB_ID",
@@ -131,6 +150,100 @@ def _gpu_driver() -> str | None:
     return None
 
 
+def slurm_gpu_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    return {name: environ[name] for name in SLURM_GPU_VARIABLES if environ.get(name)}
+
+
+def _count(text: str) -> int:
+    """GPUs in a Slurm GPU count (``2``, ``a100:2``, ``a100:2,v100:1``); 0 when unreadable."""
+    total = 0
+    for part in text.split(","):
+        number = part.rsplit(":", 1)[-1].strip()
+        total += int(number) if number.isdigit() else 0
+    return total
+
+
+def slurm_allocated_gpus(environ: Mapping[str, str] | None = None) -> int:
+    """GPUs Slurm allocated to this job on this node (0 outside a GPU allocation)."""
+    found = slurm_gpu_variables(environ)
+    if found.get("SLURM_GPUS_ON_NODE", "").isdigit():
+        return int(found["SLURM_GPUS_ON_NODE"])
+    for ids in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        if ids in found:
+            return len([i for i in found[ids].split(",") if i.strip()])
+    return _count(found.get("SLURM_GPUS_PER_NODE", ""))
+
+
+def cpu_ranges(cpus: Iterable[int]) -> str:
+    """``0-3,8,10-11``: a CPU set as taskset and Slurm print it."""
+    spans: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if spans and cpu == spans[-1][1] + 1:
+            spans[-1][1] = cpu
+        else:
+            spans.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _allowed_cpus() -> set[int] | None:
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):  # not Linux
+        return None
+
+
+def _visible_gpu_names() -> list[str]:
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
+
+
+def rank_resources(*, with_torch: bool = True) -> dict[str, Any]:
+    """The CPUs this process may run on and the GPUs it sees (what its allocation gave it)."""
+    cpus = _allowed_cpus()
+    names = _visible_gpu_names() if with_torch else []
+    return {
+        "cpus_allowed": cpu_ranges(cpus) if cpus is not None else None,
+        "cpus_allowed_count": len(cpus) if cpus is not None else None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpus_visible": len(names),
+        "gpu_names": names,
+        "slurm_gpus_allocated": slurm_allocated_gpus(),
+        "slurm_gpu_variables": slurm_gpu_variables(),
+    }
+
+
+def _cuda_init_error(torch: Any) -> str | None:
+    """Why CUDA does not start, in torch's words (``is_available`` only says False)."""
+    try:
+        torch.cuda.init()
+    except Exception as err:  # any reason is the fact we report
+        return " ".join(f"{type(err).__name__}: {err}".split())
+    return None
+
+
+def cuda_facts() -> dict[str, Any]:
+    """What decides whether this rank can use a GPU: for the reason of a cell that cannot."""
+    import torch
+
+    available = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "gpu_driver": _gpu_driver(),
+        "cuda_available": available,
+        "device_count": torch.cuda.device_count() if available else 0,
+        "cuda_init_error": None if available else _cuda_init_error(torch),
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        **slurm_gpu_variables(),
+    }
+
+
 def fingerprint(extra_threads: dict[str, Any] | None = None, *, with_torch: bool = True) -> dict[str, Any]:
     """Everything about this process's environment that a result depends on.
 
@@ -154,6 +267,7 @@ def fingerprint(extra_threads: dict[str, Any] | None = None, *, with_torch: bool
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "slurm": {k: v for k in SLURM_VARIABLES if (v := os.environ.get(k)) is not None},
+        "resources": rank_resources(with_torch=with_torch),
         **details,
     }
     return env

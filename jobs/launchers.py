@@ -59,11 +59,17 @@ class TorchrunLauncher(Launcher):
             # A free port chosen by the OS: nothing to collide with on a shared node.
             argv += ["--standalone", "--nnodes", "1"]
         else:
+            # Static rendezvous: node rank 0 hosts the store because its node rank says so, and every
+            # node and rank reaches it at the address given here. With c10d, torchrun would decide
+            # the host by matching the endpoint against this machine's names and addresses, and give
+            # the ranks rank 0's host name (getfqdn) to meet at: both hang on name resolution.
+            # Node ranks, and so global ranks, also follow SLURM_NODEID instead of arrival order.
             argv += [
                 "--nnodes", str(spec.nnodes),
                 "--node_rank", str(spec.node_rank),
-                "--rdzv_backend", "c10d",
-                "--rdzv_endpoint", f"{spec.hosts[0]}:{rendezvous_port(spec.job_id)}",
+                "--rdzv_backend", "static",
+                "--master_addr", spec.hosts[0],
+                "--master_port", str(rendezvous_port(spec.job_id)),
                 "--rdzv_id", f"dnnbench-{spec.job_id}",
             ]  # fmt: skip
         argv += ["--nproc_per_node", str(spec.nproc_per_node), *spec.entry]

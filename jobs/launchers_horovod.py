@@ -1,11 +1,13 @@
 """The horovodrun launcher: started once, on the job's first node, for all of its ranks.
 
-``python -m horovod.runner.launch`` is horovodrun pinned to the job's interpreter (as
-``python -m torch.distributed.run`` is torchrun). It starts every rank itself: locally
-on hosts that resolve to this machine, over ssh on the others (see docs/horovod.md).
-The cell's ``horovod:`` knobs become horovodrun flags, which set the ``HOROVOD_*``
-variables the ranks see; ``cluster.ssh_port``/``ssh_identity_file`` become its ssh
-flags. No horovod import here: argv is built on login nodes too.
+``python -m jobs.horovod_launch`` is horovodrun (``horovod.runner.launch``) pinned to the job's
+interpreter (as ``python -m torch.distributed.run`` is torchrun), keeping node 0's Slurm and GPU
+variables and its working directory's shell text away from the other nodes' ranks (see that
+module). It starts every rank itself: locally on hosts that resolve to this machine, over ssh on
+the others (see docs/horovod.md). Each rank starts through :data:`RANK_PREFIX`, which returns it
+to the working directory before Python starts. The cell's ``horovod:`` knobs become horovodrun
+flags, which set the ``HOROVOD_*`` variables the ranks see; ``cluster.ssh_port``/
+``ssh_identity_file`` become its ssh flags. No horovod import here: argv is built on login nodes too.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from jobs.horovod_launch import WORKDIR_VARIABLE
 from jobs.launchers import Launcher, LaunchSpec, register
 
 TIMELINE_FILE = "timeline.json"
+# Run by a shell on the rank's node (a fixed text: the directory arrives as a variable, quoted by
+# horovodrun like every variable it forwards); a directory that node lacks leaves the rank in "/".
+RANK_PREFIX = ["/bin/sh", "-c", f'cd "${WORKDIR_VARIABLE}" 2>/dev/null; exec "$@"', "dnnbench-rank"]
 
 
 def host_list(hosts: tuple[str, ...], slots: int) -> str:
@@ -39,7 +45,7 @@ class HorovodrunLauncher(Launcher):
             )
         world = spec.nnodes * spec.nproc_per_node
         argv = [
-            spec.python, "-m", "horovod.runner.launch",
+            spec.python, "-m", "jobs.horovod_launch",
             "-np", str(world),
             "-H", host_list(hosts, spec.nproc_per_node),
             "--mpi" if backend == "mpi" else "--gloo",
@@ -56,8 +62,9 @@ class HorovodrunLauncher(Launcher):
         if cluster.get("ssh_port") is not None:
             argv += ["--ssh-port", str(cluster["ssh_port"])]
         if cluster.get("ssh_identity_file"):
-            argv += ["--ssh-identity-file", os.path.expanduser(str(cluster["ssh_identity_file"]))]
-        return [*argv, spec.python, *spec.entry]
+            # Absolute: horovodrun runs from "/" (jobs/horovod_launch.py).
+            argv += ["--ssh-identity-file", os.path.abspath(os.path.expanduser(str(cluster["ssh_identity_file"])))]
+        return [*argv, *RANK_PREFIX, spec.python, *spec.entry]
 
 
 register(HorovodrunLauncher())

@@ -3,8 +3,9 @@
 Protocol: ``warmup_steps`` untimed steps, a barrier, then timed steps. A step's time
 covers fetching the batch, moving it to the device and the framework's step, so a
 slow loader shows up in throughput instead of hiding outside the clock. Memory peaks
-are reset at the start of each phase. Validation excludes its first step (allocator
-and kernel warm-up) from timing but counts its predictions.
+are reset at the start of each phase, after what earlier work left cached is released.
+Validation excludes its first step (allocator and kernel warm-up) from timing but counts
+its predictions.
 """
 
 from __future__ import annotations

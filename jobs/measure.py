@@ -3,12 +3,14 @@
 Timing: per step, the host clock on CPU and CUDA events on GPU (:class:`StepClock` says
 why); per phase, the wall clock with the device synchronised at both ends.
 Memory: on GPU the caching allocator's peaks (allocated and reserved) after a reset
-at the start of each phase; on CPU the process's peak RSS (VmHWM), which Linux lets
-us reset per phase by writing 5 to /proc/self/clear_refs.
+at the start of each phase; on both the process's peak RSS (VmHWM), which Linux lets
+us reset per phase by writing 5 to /proc/self/clear_refs (on CPU it is the device's).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -45,60 +47,93 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Give back what finished work left cached, so the next phase's baseline excludes it.
+
+    On a GPU the caching allocator keeps freed blocks reserved and ``reset_peak_memory_stats``
+    only resets the peak to what is reserved now: without ``empty_cache`` a phase after
+    pipeline profiling would start with the profile's blocks in its reserved peak. On the CPU
+    glibc's malloc keeps freed heap pages resident the same way; ``malloc_trim`` returns them.
+    """
+    gc.collect()  # autograd graphs and modules in reference cycles hold tensors until collected
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+    _malloc_trim()
+
+
+def _malloc_trim() -> bool:
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc: nothing to trim through this call
+        return False
+
+
 class MemoryProbe:
+    """Peaks per phase: :meth:`reset` at the start of a phase, :meth:`read` at its end.
+
+    The reset first releases what earlier work left cached (:func:`release_cached_memory`),
+    so a phase's baseline is what is live, not what pipeline profiling or data loading once
+    needed. Every probe records the process's host RSS (peak and end); the device's own peaks
+    come from :meth:`device_peaks`. ``peak_is_per_phase`` says whether the RSS peak could be
+    reset (False: it covers the whole process so far).
+    """
+
     kind: str
 
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.rss_per_phase = True
+
     def reset(self) -> None:
-        raise NotImplementedError
+        release_cached_memory(self.device)
+        self.reset_device()
+        self.rss_per_phase = reset_peak_rss()
 
     def read(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            **self.device_peaks(),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "end_rss_bytes": current_rss_bytes(),
+            "peak_is_per_phase": self.rss_per_phase,
+        }
+
+    def reset_device(self) -> None:
+        raise NotImplementedError
+
+    def device_peaks(self) -> dict[str, int | None]:
         raise NotImplementedError
 
 
 class CudaMemoryProbe(MemoryProbe):
     kind = "cuda"
 
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def reset(self) -> None:
+    def reset_device(self) -> None:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
 
-    def read(self) -> dict[str, Any]:
+    def device_peaks(self) -> dict[str, int | None]:
         torch.cuda.synchronize(self.device)
         return {
-            "kind": self.kind,
             "peak_allocated_bytes": int(torch.cuda.max_memory_allocated(self.device)),
             "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(self.device)),
-            "peak_rss_bytes": peak_rss_bytes(),
-            "end_rss_bytes": current_rss_bytes(),
         }
 
 
 class RssMemoryProbe(MemoryProbe):
     kind = "rss"
 
-    def __init__(self) -> None:
-        self.resettable = True
+    def reset_device(self) -> None:
+        pass  # the process's RSS is the device's memory: reset by reset()
 
-    def reset(self) -> None:
-        self.resettable = reset_peak_rss()
-
-    def read(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "peak_allocated_bytes": None,
-            "peak_reserved_bytes": None,
-            "peak_rss_bytes": peak_rss_bytes(),
-            "end_rss_bytes": current_rss_bytes(),
-            # False: the peak covers the whole process so far, not only this phase.
-            "peak_is_per_phase": self.resettable,
-        }
+    def device_peaks(self) -> dict[str, int | None]:
+        return {"peak_allocated_bytes": None, "peak_reserved_bytes": None}
 
 
 def memory_probe(device: torch.device) -> MemoryProbe:
-    return CudaMemoryProbe(device) if device.type == "cuda" else RssMemoryProbe()
+    return CudaMemoryProbe(device) if device.type == "cuda" else RssMemoryProbe(device)
 
 
 class StepClock:

@@ -9,7 +9,9 @@ throughput is 0.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,19 @@ def _phase(warmup: int) -> dict[str, Any]:
     }
 
 
+# Test hook: with DNNBENCH_TEST_NOOP_GATE=<path> set, a noop cell waits (up to 10 min) for that file
+# to exist before writing its dumps, so a test holds a cell running as long as it needs. An
+# environment variable, not a config key: the cell's id and config stay those of a plain noop cell.
+GATE_ENV = "DNNBENCH_TEST_NOOP_GATE"
+
+
+def wait_for_gate(limit_s: float = 600.0) -> None:
+    gate = os.environ.get(GATE_ENV)
+    deadline = time.monotonic() + limit_s
+    while gate and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def write_dumps(cell: dict[str, Any], out_dir: Path) -> int:
     config = cell["config"]
     world = config["gpus"] * config["nodes"]
@@ -62,5 +77,6 @@ def write_dumps(cell: dict[str, Any], out_dir: Path) -> int:
 
 if __name__ == "__main__":
     cell_file, out = sys.argv[1:3]
+    wait_for_gate()
     count = write_dumps(json.loads(Path(cell_file).read_text()), Path(out))
     print(f"noop: wrote {count} rank dump(s) to {out}")

@@ -2,7 +2,8 @@
 
 Heavy imports (torch, hydra, submitit) happen inside the commands, so ``dnnbench
 --help`` and the analysis commands work on a laptop without them. Errors the user
-can fix print ``Error: …`` and exit 1; ``DNNBENCH_FULL_ERROR=1`` shows the traceback.
+can fix print ``Error: …`` and exit with the code of :class:`orchestrator.errors.ExitCode`
+(the README's table); ``DNNBENCH_FULL_ERROR=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -10,30 +11,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.errors import DnnbenchError, ExitCode
+from orchestrator.errors import ConfigError, DnnbenchError, ExitCode
+
+if TYPE_CHECKING:  # the commands import these themselves: `dnnbench --help` stays light
+    from orchestrator.paths import SweepPaths
+    from orchestrator.status import CellStatus
+    from orchestrator.submit import SubmitReport
+    from orchestrator.sweep import Cell, SweepPlan
 
 EPILOG_OVERRIDES = "Overrides use Hydra's grammar: key=value, a,b,c, range(1,4), glob(resnet*)."
 
 
-def _progress(total: int, description: str):
+def _progress(total: int | None, description: str):
+    """A progress bar; ``total`` None: known once the work starts (the bar shows from then on)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     progress = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), transient=False, disable=total < 2,
+        TimeElapsedColumn(), transient=False, disable=total is not None and total < 2,
     )  # fmt: skip
     return progress, progress.add_task(description, total=total)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator import sweep
-    from orchestrator.runner import run_cell
-    from orchestrator.submit import prepare
+    from orchestrator.backends.local import start_here
+    from orchestrator.lock import sweep_lock
+    from orchestrator.paths import SweepPaths
+    from orchestrator.submit import prepare, sweep_folder
 
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out is empty: name a folder, or leave the option out for the default")
+    if args.out:  # a wrong --out is refused before the cell is planned
+        SweepPaths.writable(args.out)
     plan = sweep.plan(args.overrides)
     if len(plan.cells) != 1:
         raise DnnbenchError(
@@ -43,24 +60,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     (cell,) = plan.cells
     if cell.unavailable:
         raise DnnbenchError(cell.unavailable)
-    root = Path(args.out or Path("outputs") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cell.id}")
-    paths, ledger = prepare(plan, root.resolve())
-    with ledger:
-        submission, (attempt,) = ledger.begin_submission(
-            f"run-{cell.id}-{time.time_ns()}", "local", "this machine", [cell.id], None
-        )
-        ledger.finish_submission(submission, str(os.getpid()), "submitted")
+    root = Path(args.out or Path("outputs") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cell.id}").resolve()
+    with sweep_lock(_created(sweep_folder(plan, root)), "dnnbench run"):  # status sees the cell run, never twice
+        paths, ledger = prepare(plan, root)
+        with ledger:
+            attempt = start_here(ledger, cell.id)
+        return _run_here(paths, cell, attempt, echo=not args.quiet)
+
+
+def _created(paths: SweepPaths) -> SweepPaths:
+    paths.root.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def _run_here(paths: SweepPaths, cell: Cell, attempt: int, *, echo: bool) -> int:
+    from orchestrator.runner import run_cell
+
     out_dir = paths.cell(cell.id).attempt(attempt)
     print(f"dnnbench run: {cell.label} (cell {cell.id}) → {out_dir}", flush=True)
-    outcome = run_cell(str(paths.cell(cell.id).cell_file), str(out_dir), echo=not args.quiet)
+    # A failed cell raises CellFailedError: exit 3, with the outcome's reasons and the log's tail.
+    outcome = run_cell(str(paths.cell(cell.id).cell_file), str(out_dir), echo=echo)
     print(_run_summary(out_dir, outcome))
-    return 0
+    return ExitCode.OK
 
 
 def _run_summary(out_dir: Path, outcome: dict) -> str:
     from jobs import schema
+    from orchestrator.paths import AttemptPaths
 
-    docs = [schema.load(p) for p in sorted(out_dir.glob("rank_*.json"))]
+    docs = [schema.load(p) for p in AttemptPaths(out_dir).rank_dumps()]
     lines = [f"completed in {outcome['seconds']:.1f} s: {len(docs)} rank dumps in {out_dir}"]
     for phase in ("train", "val"):
         counting = [d for d in docs if d["counts_samples"]]
@@ -77,36 +105,30 @@ def _run_summary(out_dir: Path, outcome: dict) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator import sweep
-    from orchestrator.submit import default_sweep_dir, submit
+    from orchestrator.cell_identity import merge_notes
+    from orchestrator.paths import SweepPaths
+    from orchestrator.submit import default_sweep_dir, preview, submit
 
-    points = sweep.grid(args.overrides)
-    progress, task = _progress(len(points), "planning cells")
-    with progress:
-        plan = sweep.plan(
-            args.overrides,
-            progress=lambda done, total: progress.update(task, completed=done),
-            check_data=not args.dry_run,
-        )
+    if args.sweep_dir is not None and not args.sweep_dir.strip():
+        raise ConfigError("--sweep-dir is empty: name a folder, or leave the option out for the default")
     sweep_dir = Path(args.sweep_dir).resolve() if args.sweep_dir else default_sweep_dir(args.overrides)
-    if args.dry_run:
-        from orchestrator.config import data_problems
+    SweepPaths.writable(sweep_dir)  # a wrong folder is refused before a long plan, and nothing is written
+    progress, task = _progress(None, "planning cells")
 
-        for problem in sorted({p for cell in plan.cells for p in data_problems(cell.config)}):
-            print(f"warning (dry run): {problem}", file=sys.stderr)
-        for cell in plan.cells:
-            print(f"{cell.id}  {cell.label}" + (f"  [unavailable: {cell.unavailable}]" if cell.unavailable else ""))
-    submitted, task = _progress(0 if args.dry_run else len(plan.cells), "running cells")
-    with submitted:
-        report = submit(plan, sweep_dir, dry_run=args.dry_run, progress=lambda n: submitted.advance(task, n))
-    for cell in report.unavailable:
-        print(f"cell {cell.id} ({cell.label}) not submitted: {cell.unavailable}", file=sys.stderr)
-    shapes = "; ".join(f"{len(g.cells)} × [{g.shape.describe()}]" for g in report.groups)
+    def planned(done: int, total: int) -> None:
+        if done % 500 == 0 or done == total:  # a redraw per cell would cost more than planning it
+            progress.update(task, completed=done, total=total)
+
+    with progress:
+        plan = sweep.plan(args.overrides, progress=planned, check_data=not args.dry_run)
+    for note in merge_notes(plan.merged):  # never a silent merge of grid points
+        print(f"note: {note}")
     if args.dry_run:
-        arrays = len(report.scripts) or len(report.groups)
-        print(f"dry run: {len(plan.cells)} cells, {arrays} array(s) in {len(report.groups)} shape(s): {shapes or '-'}")
-        print(f"nothing submitted; scripts (if any) under {report.paths.jobs}")
-        print(report.paths.root)
-        return 0
+        return _dry_run(plan, preview(plan, sweep_dir), listing=args.list)
+    submitted, task = _progress(len(plan.cells), "running cells")
+    with submitted:
+        report = submit(plan, sweep_dir, progress=lambda n: submitted.advance(task, n))
+    _print_unavailable(report.unavailable, listing=False, more=f"`dnnbench status {report.paths.root}` lists them")
     if report.already_submitted:
         print(f"{report.already_submitted} cell(s) already submitted earlier: left alone")
     if report.job_ids:
@@ -118,14 +140,70 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"{report.not_submitted} cell(s) not submitted: {report.not_submitted_reason}. They stay 'missing'; "
             f"rerun the same command, or `dnnbench resubmit {report.paths.root}`, once the queue has room."
         )
-    if not report.detached:
-        _print_status(report.paths.root)
-        if not args.no_aggregate:
-            _aggregate(report.paths.root)
-    else:
+    if report.detached:  # queued: `dnnbench wait` gives the cells' verdict
         print(f"check progress: dnnbench status {report.paths.root}")
+        print(report.paths.root)
+        return ExitCode.OK
+    statuses = _print_status(report.paths.root)
+    if not args.no_aggregate:
+        _aggregate(report.paths.root)
     print(report.paths.root)
-    return 0
+    planned_ids = {cell.id for cell in plan.cells}
+    return _verdict([s for s in statuses if s.cell_id in planned_ids])
+
+
+def _verdict(statuses: list[CellStatus]) -> int:
+    """0 when every cell completed; 3 when one failed, is missing, or was never planned to run."""
+    return ExitCode.OK if all(s.state == "completed" for s in statuses) else ExitCode.CELLS_FAILED
+
+
+def _dry_run(plan: SweepPlan, report: SubmitReport, *, listing: bool) -> int:
+    """A dry run's summary (every cell only with --list): 100,000 cells must not be 100,000 lines."""
+    from orchestrator.config import data_problems
+
+    for problem in sorted({p for cell in plan.cells for p in data_problems(cell.config)}):
+        print(f"warning (dry run): {problem}", file=sys.stderr)
+    if listing:
+        for cell in plan.cells:
+            print(f"{cell.id}  {cell.label}" + (f"  [unavailable: {cell.unavailable}]" if cell.unavailable else ""))
+    _print_unavailable(report.unavailable, listing=listing, more="--list prints every cell")
+    shapes = [f"{len(g.cells)} × [{g.shape.describe()}]" for g in report.groups]
+    listed = "; ".join(shapes[:_SHAPES_SHOWN])
+    if len(shapes) > _SHAPES_SHOWN:
+        listed += f"; … {len(shapes) - _SHAPES_SHOWN} more"
+    arrays = len(report.scripts) or len(report.groups)
+    print(f"dry run: {len(plan.cells)} cells, {arrays} array(s) in {len(report.groups)} shape(s): {listed or '-'}")
+    frameworks = Counter(cell.config["framework"]["name"] for cell in plan.cells)
+    print("  by framework: " + ", ".join(f"{name} {n}" for name, n in sorted(frameworks.items())))
+    to_submit = sum(len(g.cells) for g in report.groups)
+    print(f"  to submit: {to_submit}; unavailable here: {len(report.unavailable)}; "
+          f"already submitted earlier: {report.already_submitted}")  # fmt: skip
+    if not listing:
+        print("  (--list prints every cell)")
+    if report.scripts:
+        print(f"nothing submitted; {len(report.scripts)} script(s) under {report.paths.jobs}")
+    else:
+        print("nothing submitted, nothing written")
+    print(report.paths.root)
+    return ExitCode.OK
+
+
+_SHAPES_SHOWN = 12
+_UNAVAILABLE_SHOWN = 10
+
+
+def _print_unavailable(cells: list[Cell], *, listing: bool, more: str) -> None:
+    """One line per reason a cell cannot run here, with its cells (the first few unless ``listing``)."""
+    by_reason: dict[str | None, list[Cell]] = {}
+    for cell in cells:
+        by_reason.setdefault(cell.unavailable, []).append(cell)
+    for reason, group in by_reason.items():
+        print(f"{len(group)} cell(s) not submitted: {reason}", file=sys.stderr)
+        shown = group if listing else group[:_UNAVAILABLE_SHOWN]
+        for cell in shown:
+            print(f"  {cell.id} ({cell.label})", file=sys.stderr)
+        if len(shown) < len(group):
+            print(f"  … and {len(group) - len(shown)} more ({more})", file=sys.stderr)
 
 
 def _aggregate(sweep_dir: Path) -> None:
@@ -139,7 +217,9 @@ def _aggregate(sweep_dir: Path) -> None:
     except DnnbenchError as err:  # e.g. no completed cell: the status table above says why
         print(f"aggregation: {err}", file=sys.stderr)
         return
-    table = Path(sweep_dir) / "results" / "results.md"
+    from orchestrator.paths import SweepPaths
+
+    table = SweepPaths(Path(sweep_dir)).results / "results.md"
     if table.exists():  # the results table itself, as the README promises
         print(table.read_text())
 
@@ -151,9 +231,7 @@ def _print_status(sweep_dir: Path, as_json: bool = False) -> list:
     from orchestrator.paths import SweepPaths
     from orchestrator.status import collect, summary
 
-    paths = SweepPaths(Path(sweep_dir))
-    if not paths.ledger.exists():
-        raise DnnbenchError(f"{sweep_dir} is not a sweep folder (no ledger.sqlite)")
+    paths = SweepPaths.existing(sweep_dir)
     statuses = collect(paths)
     if as_json:
         print(json.dumps([s.__dict__ for s in statuses], indent=1))
@@ -185,15 +263,17 @@ def cmd_wait(args: argparse.Namespace) -> int:
     from orchestrator.paths import SweepPaths
     from orchestrator.status import TERMINAL, collect, summary
 
-    deadline = time.monotonic() + args.timeout if args.timeout else None
+    paths = SweepPaths.existing(args.sweep_dir)
+    deadline = time.monotonic() + args.timeout if args.timeout is not None else None  # 0: look once
     while True:
-        statuses = collect(SweepPaths(Path(args.sweep_dir)))
-        if all(s.state in TERMINAL for s in statuses):
+        statuses = collect(paths)
+        # No cell recorded yet: the sweep is still being prepared, not "all completed".
+        if statuses and all(s.state in TERMINAL for s in statuses):
             print(summary(statuses))
-            return 0 if all(s.state == "completed" for s in statuses) else 1
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"timeout: {summary(statuses)}", file=sys.stderr)
-            return 2
+            return _verdict(statuses)
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"timeout: {summary(statuses) or 'no cell recorded yet'}", file=sys.stderr)
+            return ExitCode.TIMEOUT
         time.sleep(args.interval)
 
 
@@ -201,12 +281,10 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
     from orchestrator.paths import SweepPaths
     from orchestrator.resubmit import resubmit
 
-    paths = SweepPaths(Path(args.sweep_dir).resolve())
-    if not paths.ledger.exists():
-        raise DnnbenchError(f"{args.sweep_dir} is not a sweep folder (no ledger.sqlite)")
+    paths = SweepPaths.existing(args.sweep_dir)
     report = resubmit(paths, force=args.force, include_unretryable=args.include_unretryable, dry_run=args.dry_run)
     for status, why in report.skipped:
-        print(f"not retried: {status.cell_id} {status.label} ({status.failure_class}): {why}")
+        print(f"not retried: {status.cell_id} {status.label} ({status.failure_class or status.state}): {why}")
     if not report.chosen:
         print("nothing to resubmit: no failed or missing cells")
         return 0
@@ -275,12 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EPILOG_OVERRIDES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sw.add_argument("overrides", nargs="*")
     sw.add_argument("--sweep-dir", help="sweep folder (default outputs/sweeps/<preset>-<hash of the arguments>)")
-    sw.add_argument("--dry-run", action="store_true", help="list cells and arrays, write scripts, submit nothing")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="count cells and arrays, write batch scripts (Slurm); no cell folders")  # fmt: skip
+    sw.add_argument("--list", action="store_true", help="with --dry-run: also print every cell")
     sw.add_argument("--no-aggregate", action="store_true", help="local sweeps: skip the results table")
     sw.set_defaults(func=cmd_sweep)
 
     st = sub.add_parser("status", help="table of cell states of a sweep",
-                        description="Cell states from the cell files and one batched scheduler query.\n"
+                        description="Cell states from the cell files and one batched scheduler query. "
+                        "Exit 0 (it reports), 4 when the path is not a sweep.\n"
                         "Example: dnnbench status outputs/sweeps/quickstart-1a2b3c4d --watch 10",
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     st.add_argument("sweep_dir")
@@ -289,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     wt = sub.add_parser("wait", help="block until every cell of a sweep is terminal",
-                        description="Exit 0 when all cells completed, 1 when some failed, 2 on timeout.\n"
+                        description="Exit 0 when all cells completed, 3 when some failed or are missing, "
+                        "5 on timeout, 4 when the path is not a sweep.\n"
                         "Example: dnnbench wait outputs/sweeps/quickstart-1a2b3c4d --timeout 3600",
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     wt.add_argument("sweep_dir")
@@ -334,19 +416,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Overrides may come before and after options (`run model=x --out D seed=1`), as in Hydra's CLI.
+
+    argparse alone stops the overrides at the first option and calls the rest unrecognised.
+    """
+    args, rest = parser.parse_known_args(argv)
+    if rest and isinstance(getattr(args, "overrides", None), list) and not any(a.startswith("-") for a in rest):
+        args.overrides += rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     try:
         return int(args.func(args) or 0)
-    except (DnnbenchError, FileNotFoundError, ValueError) as err:
+    except (DnnbenchError, OSError, ValueError, sqlite3.DatabaseError) as err:
         if os.environ.get("DNNBENCH_FULL_ERROR") == "1":
             raise
-        print(f"Error: {err}", file=sys.stderr)
-        return int(getattr(err, "exit_code", ExitCode.ERROR))
+        print(f"Error: {_describe(err)}", file=sys.stderr)
+        return int(_exit_code(err))
     except KeyboardInterrupt:
         print("interrupted: the ledger keeps what was submitted; rerun the same command to continue",
               file=sys.stderr)  # fmt: skip
         return ExitCode.INTERRUPTED
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, sqlite3.DatabaseError):
+        return f"the sweep's ledger cannot be read or written: {err} (DNNBENCH_FULL_ERROR=1 shows where)"
+    return str(err)
+
+
+def _exit_code(err: BaseException) -> ExitCode:
+    """A damaged ledger is a sweep folder that cannot be read; a busy or full disk is not."""
+    if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+        return ExitCode.NOT_A_SWEEP
+    return getattr(err, "exit_code", ExitCode.ERROR)
 
 
 if __name__ == "__main__":

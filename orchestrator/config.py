@@ -6,8 +6,6 @@ catches what spans several fields. Every message names the override that fixes i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -17,13 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from jobs.schema import without_added_defaults
+from orchestrator.cell_identity import cell_id  # noqa: F401 - re-exported: the plan names cells by it
 from orchestrator.errors import ConfigError
 from orchestrator.shell_safety import check_cluster
-
-# Keys that say where or how a cell is scheduled, not what it measures: a cell keeps its id
-# when it moves between clusters or is resubmitted with another time limit.
-_NOT_IN_CELL_ID = ("cluster",)
 
 
 @contextmanager
@@ -104,17 +98,6 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     return container
 
 
-def cell_id(config: dict[str, Any]) -> str:
-    """A stable id from what the cell measures (the resolved config minus scheduling).
-
-    Keys added later (``jobs.schema.ADDED_CONFIG_DEFAULTS``) are left out while at their default,
-    so rerunning an existing sweep finds its cells, and their results, under the same ids.
-    """
-    measured = {k: v for k, v in without_added_defaults(config).items() if k not in _NOT_IN_CELL_ID}
-    text = json.dumps(measured, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def _positive(config: dict[str, Any], key: str, value: Any, minimum: int = 1) -> list[str]:
     if value is not None and value < minimum:
         return [f"{key}={value}: must be ≥ {minimum}"]
@@ -178,6 +161,11 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True, check_dat
             f"use nodes=N with gpus≤{per_node}"
         )
     problems += check_cluster(cluster)
+    if cluster.get("gpu_type") and not cluster.get("request_gpus", True):
+        problems.append(
+            f"cluster.gpu_type={cluster['gpu_type']} with cluster.request_gpus=false: no GPU is requested, so no "
+            "GPU type can be; set cluster.request_gpus=true, or choose the nodes by cluster.constraint or partition"
+        )
     if cluster["backend"] == "local" and config["nodes"] != 1:
         problems.append(f"nodes={config['nodes']}: cluster=local runs on this machine only")
     if check_model_name:

@@ -8,6 +8,7 @@ returns the problems of one resolved config (empty when fine).
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -75,7 +76,25 @@ def _check_horovod(config: dict[str, Any]) -> list[str]:
         problems.append(f"horovod.compression={knobs['compression']}: expected none or fp16")
     if knobs["fusion_threshold_mb"] < 0:
         problems.append("horovod.fusion_threshold_mb: must be ≥ 0")
+    if int(config.get("nodes", 1)) > 1:
+        problems += _horovod_shell_paths(config)
     return problems
+
+
+# What horovodrun may write into a shell command unquoted and still mean the same file.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./+@%:=,~-]+")
+
+
+def _horovod_shell_paths(config: dict[str, Any]) -> list[str]:
+    """horovodrun (0.28) writes the interpreter's path unquoted into the shell commands that start
+    its task service on other nodes: any other character splits the command or runs as code.
+    (``cluster.ssh_*`` values are checked for every cell: orchestrator/shell_safety.py.)"""
+    if _PLAIN_PATH.fullmatch(sys.executable):
+        return []
+    return [
+        f"the Python interpreter {sys.executable!r}: horovodrun passes its path to a shell unquoted on "
+        "multi-node cells; use a venv at a path of letters, digits and /._+-@%:=,~ only"
+    ]
 
 
 import orchestrator.pipeline_checks  # noqa: E402,F401 - registers the pipeline/model_parallel checkers

@@ -1,21 +1,34 @@
 """The sweep's durable record: which cell went to which job, in which attempt.
 
-SQLite in the sweep folder (WAL, one writer: the login-node process). Every
-submission is written *before* the scheduler is asked (state ``submitting``, with a
-unique job name) and updated after it answers (``submitted`` with the job id). A
-process killed in between leaves a ``submitting`` row that the next run resolves by
-asking the scheduler for that job name, so no cell is ever submitted twice.
+SQLite in the sweep folder (WAL). Only the holder of the sweep folder's lock
+(:mod:`orchestrator.lock`) submits, so rows change in one order:
+
+    queued ─→ submitting ─→ submitted          (or refused: the scheduler said no)
+       └──────────┴──────→ dropped             (never started: its command ended first)
+
+Every submission is written *before* the scheduler is asked (``submitting``, with a
+unique job name) and updated after it answers (``submitted`` with the job id; a local
+job also with its process: pid, start time, host). A local sweep queues all its cells
+first, so ``status`` can say they wait. A process killed between two steps leaves a
+``queued`` or ``submitting`` row that the next command resolves (the backend's
+``resolve_pending``: Slurm by job name, local by process), so no cell is ever started
+twice and none is left waiting for ever.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -30,7 +43,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     job_name TEXT NOT NULL UNIQUE,
     backend TEXT NOT NULL,
     shape TEXT NOT NULL,
-    state TEXT NOT NULL,          -- submitting | submitted | refused
+    state TEXT NOT NULL,          -- queued | submitting | submitted | refused | dropped
     job_id TEXT,
     script TEXT,
     note TEXT,
@@ -46,6 +59,50 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (cell_id, attempt)
 );
 """
+# Columns added after the first release: a ledger written before them gets them on open.
+_ADDED_COLUMNS = (
+    ("cells", "config_sha", "TEXT"),  # digest of the config as planned (the first cell file)
+    ("submissions", "pid", "INTEGER"),  # local jobs: the job's first process …
+    ("submissions", "process_start", "TEXT"),  # … its boot id and start time (pid reuse shows) …
+    ("submissions", "host", "TEXT"),  # … and where it runs
+)
+_TABLES = ("cells", "submissions", "attempts")
+# Submissions that never started anything: not an attempt of their cells.
+NOT_STARTED = ("refused", "dropped")
+
+# Test hook: DNNBENCH_FAULT_KILL_AT=<transition>:<n> SIGKILLs this process right after the n-th
+# commit of that transition (cells_added, queued, submitting, submitted, refused, dropped, or the
+# local backend's "started"): a crash at an exact point that a test cannot time from outside.
+FAULT_KILL_ENV = "DNNBENCH_FAULT_KILL_AT"
+_fault_counts: Counter[str] = Counter()
+
+
+def fault_point(transition: str) -> None:
+    spec = os.environ.get(FAULT_KILL_ENV)
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name == transition:
+        _fault_counts[name] += 1
+        if _fault_counts[name] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A cell config's fingerprint; keys added to the schema later count only when set."""
+    from jobs.schema import without_added_defaults
+
+    text = json.dumps(without_added_defaults(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A local job's first process: ``start`` is ``<boot id>/<start time in ticks>``, so a reused pid differs."""
+
+    pid: int
+    start: str | None
+    host: str | None
 
 
 @dataclass(frozen=True)
@@ -58,6 +115,7 @@ class AttemptRow:
     job_id: str | None
     submission_state: str | None
     backend: str | None
+    process: ProcessRecord | None = None
 
     @property
     def scheduler_key(self) -> str | None:
@@ -69,14 +127,52 @@ class AttemptRow:
         return f"{self.job_id}_{self.array_index}"
 
 
+def _create_whole(path: Path) -> None:
+    """A new ledger appears with its tables or not at all.
+
+    Another command checks the folder before it takes the sweep's lock: a ledger it caught
+    half made (an SQLite file without tables yet) would look foreign to it.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+    finally:
+        db.close()  # the last connection checkpoints: everything is in the main file now
+    try:
+        os.link(tmp, path)  # never replaces a ledger another command made meanwhile
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        if not path.exists():
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Ledger:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            _create_whole(self.path)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _missing_columns(self) -> list[tuple[str, str, str]]:
+        present = {table: {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")} for table in _TABLES}
+        return [(table, column, kind) for table, column, kind in _ADDED_COLUMNS if column not in present[table]]
+
+    def _migrate(self) -> None:
+        if not self._missing_columns():  # the usual case writes nothing: a read-only sweep still opens
+            return
+        with self.transaction() as db:  # two commands opening an old ledger at once add each column once
+            for table, column, kind in self._missing_columns():
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -102,9 +198,11 @@ class Ledger:
         now = time.time()
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO cells (cell_id, label, overrides, unavailable, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 ((cid, label, json.dumps(ovr), unavailable, now) for cid, label, ovr, unavailable in cells),
             )
+        fault_point("cells_added")
 
     def cell_ids(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT cell_id FROM cells ORDER BY rowid")]
@@ -113,46 +211,117 @@ class Ledger:
         """(cell_id, label, unavailable reason) in planning order."""
         return list(self.db.execute("SELECT cell_id, label, unavailable FROM cells ORDER BY rowid"))
 
+    def record_config_digests(self, digests: dict[str, str]) -> None:
+        """Remember each cell's planned config; the first plan wins (later edits of cell.json show)."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE cells SET config_sha = ? WHERE cell_id = ? AND config_sha IS NULL",
+                ((sha, cid) for cid, sha in digests.items()),
+            )
+
+    def config_digests(self) -> dict[str, str]:
+        """The planned config digest of each cell that has one (ledgers of older sweeps have none)."""
+        return dict(self.db.execute("SELECT cell_id, config_sha FROM cells WHERE config_sha IS NOT NULL"))
+
     # submissions -----------------------------------------------------------------------------
+    def _insert_submission(
+        self, db: sqlite3.Connection, job_name: str, backend: str, shape: str, state: str, script: str | None
+    ) -> int:
+        now = time.time()
+        cur = db.execute(
+            "INSERT INTO submissions (job_name, backend, shape, state, script, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job_name, backend, shape, state, script, now, now),
+        )
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _next_attempt(db: sqlite3.Connection, cell_id: str, submission_id: int, index: int) -> int:
+        (attempt,) = db.execute(
+            "SELECT COALESCE(MAX(attempt) + 1, 0) FROM attempts WHERE cell_id = ?", (cell_id,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO attempts (cell_id, attempt, submission_id, array_index, created_at) VALUES (?, ?, ?, ?, ?)",
+            (cell_id, attempt, submission_id, index, time.time()),
+        )
+        return int(attempt)
+
     def begin_submission(
         self, job_name: str, backend: str, shape: str, cell_ids: list[str], script: str | None
     ) -> tuple[int, list[int]]:
         """Record a submission about to be made; returns its id and each cell's attempt number."""
-        now = time.time()
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO submissions (job_name, backend, shape, state, script, created_at, updated_at)"
-                " VALUES (?, ?, ?, 'submitting', ?, ?, ?)",
-                (job_name, backend, shape, script, now, now),
-            )
-            submission_id = int(cur.lastrowid or 0)
-            attempts = []
-            for index, cid in enumerate(cell_ids):
-                (attempt,) = db.execute(
-                    "SELECT COALESCE(MAX(attempt) + 1, 0) FROM attempts WHERE cell_id = ?", (cid,)
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO attempts VALUES (?, ?, ?, ?, ?)",
-                    (cid, attempt, submission_id, index, now),
-                )
-                attempts.append(int(attempt))
+            submission_id = self._insert_submission(db, job_name, backend, shape, "submitting", script)
+            attempts = [self._next_attempt(db, cid, submission_id, i) for i, cid in enumerate(cell_ids)]
+        fault_point("submitting")
         return submission_id, attempts
 
-    def finish_submission(self, submission_id: int, job_id: str | None, state: str, note: str = "") -> None:
+    def queue(self, backend: str, jobs: list[tuple[str, str, str]]) -> list[tuple[int, int]]:
+        """Record (job name, shape, cell id) jobs to be started one by one later; (submission id, attempt) each."""
+        with self.transaction() as db:
+            queued = []
+            for job_name, shape, cell_id in jobs:
+                submission_id = self._insert_submission(db, job_name, backend, shape, "queued", None)
+                queued.append((submission_id, self._next_attempt(db, cell_id, submission_id, 0)))
+        fault_point("queued")
+        return queued
+
+    def mark_submitting(self, submission_id: int) -> None:
+        """A queued job is about to be started."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE submissions SET state = ?, job_id = ?, note = ?, updated_at = ? WHERE submission_id = ?",
-                (state, job_id, note, time.time(), submission_id),
+                "UPDATE submissions SET state = 'submitting', updated_at = ?"
+                " WHERE submission_id = ? AND state = 'queued'",
+                (time.time(), submission_id),
             )
+        fault_point("submitting")
 
-    def submissions(self, state: str | None = None) -> list[sqlite3.Row]:
+    def finish_submission(
+        self,
+        submission_id: int,
+        job_id: str | None,
+        state: str,
+        note: str = "",
+        process: ProcessRecord | None = None,
+    ) -> None:
+        pid, start, host = (process.pid, process.start, process.host) if process else (None, None, None)
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE submissions SET state = ?, job_id = ?, note = ?, pid = ?, process_start = ?, host = ?,"
+                " updated_at = ? WHERE submission_id = ?",
+                (state, job_id, note, pid, start, host, time.time(), submission_id),
+            )
+        fault_point(state)
+
+    def drop_queued(self, submission_ids: list[int], note: str) -> None:
+        """Queued submissions that will never be started (their command ended): not attempts."""
+        if not submission_ids:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE submissions SET state = 'dropped', note = ?, updated_at = ?"
+                " WHERE submission_id = ? AND state = 'queued'",
+                ((note, time.time(), submission) for submission in submission_ids),
+            )
+        fault_point("dropped")
+
+    def submissions(self, state: str | None = None, backend: str | None = None) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row
         try:
-            if state is None:
-                return list(self.db.execute("SELECT * FROM submissions ORDER BY submission_id"))
-            return list(self.db.execute("SELECT * FROM submissions WHERE state = ? ORDER BY submission_id", (state,)))
+            return list(
+                self.db.execute(
+                    "SELECT * FROM submissions WHERE (? IS NULL OR state = ?) AND (? IS NULL OR backend = ?)"
+                    " ORDER BY submission_id",
+                    (state, state, backend, backend),
+                )
+            )
         finally:
             self.db.row_factory = None
+
+    def unconfirmed_backends(self) -> list[str]:
+        """Backends with submissions a crash left unconfirmed (queued or submitting)."""
+        rows = self.db.execute("SELECT DISTINCT backend FROM submissions WHERE state IN ('queued', 'submitting')")
+        return sorted(row[0] for row in rows)
 
     def submission_cells(self, submission_id: int) -> list[tuple[str, int, int]]:
         """(cell_id, attempt, array_index) of one submission, by array index."""
@@ -165,17 +334,28 @@ class Ledger:
 
     # attempts --------------------------------------------------------------------------------
     def latest_attempts(self) -> dict[str, AttemptRow]:
-        """Each cell's newest attempt that was not refused by the scheduler."""
+        """Each cell's newest attempt that started something (not refused, not dropped)."""
         rows = self.db.execute(
-            """
+            f"""
             SELECT a.cell_id, a.attempt, a.submission_id, a.array_index,
-                   s.job_name, s.job_id, s.state, s.backend
+                   s.job_name, s.job_id, s.state, s.backend, s.pid, s.process_start, s.host
             FROM attempts a LEFT JOIN submissions s USING (submission_id)
-            WHERE s.state IS NULL OR s.state != 'refused'
+            WHERE s.state IS NULL OR s.state NOT IN {NOT_STARTED!r}
             ORDER BY a.cell_id, a.attempt
             """
         )
         latest: dict[str, AttemptRow] = {}
-        for row in rows:
-            latest[row[0]] = AttemptRow(*row)
+        for *fields, pid, start, host in rows:
+            process = ProcessRecord(int(pid), start, host) if pid is not None else None
+            latest[fields[0]] = AttemptRow(*fields, process=process)
         return latest
+
+    def attempt_counts(self) -> dict[str, int]:
+        """How many attempts of each cell started something (what 'exactly once' counts)."""
+        rows = self.db.execute(
+            f"""
+            SELECT a.cell_id, COUNT(*) FROM attempts a LEFT JOIN submissions s USING (submission_id)
+            WHERE s.state IS NULL OR s.state NOT IN {NOT_STARTED!r} GROUP BY a.cell_id
+            """
+        )
+        return dict(rows)

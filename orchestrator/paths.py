@@ -1,46 +1,120 @@
-"""Every path of a sweep folder, in one place.
+"""Every path of a sweep folder, in one place, and which folders may be read or written as one.
 
 SWEEP_DIR/
-  sweep.json                 what was asked (arguments, time, dnnbench version)
+  sweep.json                 what was asked (arguments, time); a dry run writes only this and jobs/
   ledger.sqlite              cell → job id / array index → attempts (orchestrator.ledger)
+  submit.lock                held by the command that submits (orchestrator.lock)
   cells/<cell_id>/cell.json  the resolved config the ranks read
-  cells/<cell_id>/attempt_<k>/rank_<r>.json, outcome.json, launcher*.log, error_rank_<r>.txt
-  jobs/                      batch scripts and scheduler logs
+  cells/<cell_id>/attempt_<k>/
+      rank_<r>.json          one rank's dump (the name is jobs.schema's: the ranks write it)
+      outcome.json           the runner's verdict on the attempt
+      launcher_node<n>.log   the launcher's output on node n
+      error_rank_<r>.txt     the traceback of a rank that raised
+      failure_rank_<r>.json  the failure class of a rank that knew why it failed (jobs.failures)
+  cells/<cell_id>/attempt_<k>.interrupted<restart>[_<n>]/   a requeued attempt's earlier run, kept
+  jobs/                      batch scripts, their cells lists and scheduler logs
   results/                   tables, figures, report (analysis)
+
+Reading commands take a folder through :meth:`SweepPaths.existing` (or :func:`sweep_roots` for
+analysis), which creates nothing and says why a path is not a sweep; writing commands through
+:meth:`SweepPaths.writable`, before anything is written. Standard library only (plus
+``jobs.schema`` and ``jobs.failures``, which are too): the analysis install on a laptop imports this module.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
+
+from jobs.failures import FAILURE_FILE_GLOB
+from jobs.schema import dump_filename, error_filename
+from orchestrator.errors import ConfigError, NotASweepError
+
+MANIFEST_FILE = "sweep.json"
+LEDGER_FILE = "ledger.sqlite"
+LOCK_FILE = "submit.lock"
+CELLS_DIR = "cells"
+JOBS_DIR = "jobs"
+RESULTS_DIR = "results"
+CELL_FILE = "cell.json"
+OUTCOME_FILE = "outcome.json"
+ATTEMPT_PREFIX = "attempt_"
+RANK_DUMP_GLOB = "rank_*.json"
+ERROR_FILE_GLOB = "error_rank_*.txt"
+LAUNCHER_LOG_GLOB = "launcher_node*.log"
+# What makes an SQLite file a dnnbench ledger: the tables (and columns) every version has had.
+# Newer tables are created by the ledger itself when it opens an older file.
+LEDGER_TABLES = {
+    "cells": {"cell_id", "label", "overrides", "unavailable"},
+    "submissions": {"submission_id", "job_name", "backend", "state", "job_id"},
+    "attempts": {"cell_id", "attempt", "submission_id", "array_index"},
+}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_NOT_A_SWEEP_HINT = "Pass the SWEEP_DIR that `dnnbench sweep` printed."
+
+
+def launcher_log_filename(node_rank: int) -> str:
+    return f"launcher_node{node_rank}.log"
+
+
+def _numbered(path: Path, prefix: str, suffix: str) -> int | None:
+    middle = path.name[len(prefix) : len(path.name) - len(suffix)] if suffix else path.name[len(prefix) :]
+    return int(middle) if path.name.startswith(prefix) and path.name.endswith(suffix) and middle.isdigit() else None
+
+
+def _by_number(paths: list[Path], prefix: str, suffix: str) -> list[Path]:
+    """Files named ``<prefix><n><suffix>`` in number order (rank_10 after rank_2), others dropped."""
+    numbered = [(n, p) for p in paths if (n := _numbered(p, prefix, suffix)) is not None]
+    return [p for _, p in sorted(numbered)]
 
 
 @dataclass(frozen=True)
-class SweepPaths:
+class AttemptPaths:
+    """One attempt folder: what the ranks, the launcher and the runner write there."""
+
     root: Path
 
     @property
-    def manifest(self) -> Path:
-        return self.root / "sweep.json"
+    def outcome(self) -> Path:
+        return self.root / OUTCOME_FILE
 
-    @property
-    def ledger(self) -> Path:
-        return self.root / "ledger.sqlite"
+    def rank_dump(self, rank: int) -> Path:
+        return self.root / dump_filename(rank)
 
-    @property
-    def cells(self) -> Path:
-        return self.root / "cells"
+    def error_file(self, rank: int | str) -> Path:
+        return self.root / error_filename(rank)
 
-    @property
-    def jobs(self) -> Path:
-        return self.root / "jobs"
+    def launcher_log(self, node_rank: int) -> Path:
+        return self.root / launcher_log_filename(node_rank)
 
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
+    def rank_dumps(self) -> list[Path]:
+        return _by_number(list(self.root.glob(RANK_DUMP_GLOB)), "rank_", ".json")
 
-    def cell(self, cell_id: str) -> CellPaths:
-        return CellPaths(self.cells / cell_id)
+    def error_files(self) -> list[Path]:
+        """Error files by rank; a rank that could not tell its number (``unknown``) comes last."""
+        found = list(self.root.glob(ERROR_FILE_GLOB))
+        numbered = _by_number(found, "error_rank_", ".txt")
+        return numbered + sorted(p for p in found if p not in numbered)
+
+    def failure_files(self) -> list[Path]:
+        return _by_number(list(self.root.glob(FAILURE_FILE_GLOB)), "failure_rank_", ".json")
+
+    def launcher_logs(self) -> list[Path]:
+        return _by_number(list(self.root.glob(LAUNCHER_LOG_GLOB)), "launcher_node", ".log")
+
+    def set_aside(self, restart: int) -> Path:
+        """A free name beside this attempt for what an interrupted (requeued) run left."""
+        aside = self.root.with_name(f"{self.root.name}.interrupted{restart}")
+        suffix = 0
+        while aside.exists():
+            suffix += 1
+            aside = self.root.with_name(f"{self.root.name}.interrupted{restart}_{suffix}")
+        return aside
 
 
 @dataclass(frozen=True)
@@ -49,14 +123,227 @@ class CellPaths:
 
     @property
     def cell_file(self) -> Path:
-        return self.root / "cell.json"
+        return self.root / CELL_FILE
 
     def attempt(self, number: int) -> Path:
-        return self.root / f"attempt_{number}"
+        return self.root / f"{ATTEMPT_PREFIX}{number}"
 
     def attempts(self) -> list[Path]:
-        found = [p for p in self.root.glob("attempt_*") if p.name.split("_", 1)[1].isdigit()]
-        return sorted(found, key=lambda p: int(p.name.split("_", 1)[1]))
+        """Attempt folders in number order; set-aside interrupted runs are not attempts."""
+        return _by_number(list(self.root.glob(f"{ATTEMPT_PREFIX}*")), ATTEMPT_PREFIX, "")
 
 
-OUTCOME_FILE = "outcome.json"
+@dataclass(frozen=True)
+class SweepPaths:
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / LEDGER_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @cached_property  # a sweep of 100,000 cells asks for it twice per cell
+    def cells(self) -> Path:
+        return self.root / CELLS_DIR
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / JOBS_DIR
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_DIR
+
+    def cell(self, cell_id: str) -> CellPaths:
+        return CellPaths(self.cells / cell_id)
+
+    def is_sweep(self) -> bool:
+        """Marked as a sweep folder by dnnbench (a manifest or a ledger); says nothing of the ledger's health."""
+        return self.manifest.is_file() or self.ledger.is_file()
+
+    @classmethod
+    def existing(cls, path: str | os.PathLike[str]) -> SweepPaths:
+        """A sweep folder to read (status, wait, resubmit); raises :class:`NotASweepError` otherwise.
+
+        Creates nothing: a mistyped path stays absent, a foreign or damaged ``ledger.sqlite``
+        is opened read-only and left as it was.
+        """
+        folder = _existing_folder(path)
+        paths = cls(folder.resolve())
+        if not paths.ledger.is_file():
+            if paths.manifest.is_file():
+                raise NotASweepError(
+                    f"{path}: no {LEDGER_FILE}: nothing was ever submitted from this folder (a dry run writes "
+                    "only sweep.json and jobs/); run the same `dnnbench sweep` without --dry-run"
+                )
+            outer = next((p for p in paths.root.parents if cls(p).ledger.is_file()), None)
+            hint = f"It is inside the sweep folder {outer}: pass that." if outer else _NOT_A_SWEEP_HINT
+            raise NotASweepError(f"{path} is not a sweep folder (no {LEDGER_FILE}). {hint}")
+        _check_ledger(paths.ledger, allow_empty=False)
+        return paths
+
+    @classmethod
+    def writable(cls, path: str | os.PathLike[str]) -> SweepPaths:
+        """A folder a sweep or run may write into; refuses before anything is written.
+
+        Accepted: a folder that does not exist yet (under a writable, non-sweep parent), an
+        empty folder, or a sweep folder this command continues. Refused: the filesystem root,
+        the home folder, this checkout, a file, a non-empty folder of other things, a folder
+        inside another sweep, and a sweep whose ledger is not a dnnbench ledger.
+        """
+        try:
+            target = Path(path).expanduser().resolve()
+        except (OSError, RuntimeError) as err:  # a symlink loop, an unreadable parent
+            raise NotASweepError(f"{path}: cannot be used as a sweep folder: {err}") from err
+        _refuse_special(target, path)
+        if target.exists():
+            if not target.is_dir():
+                raise NotASweepError(f"{path} is a file, not a folder: choose a folder for the sweep")
+            paths = cls(target)
+            if paths.is_sweep():
+                if paths.ledger.is_file():
+                    _check_ledger(paths.ledger, allow_empty=True)
+            elif any(entry.name != LOCK_FILE for entry in target.iterdir()):  # the lock alone: a start cut short
+                raise NotASweepError(
+                    f"{path} is a folder of other files, not a sweep (no {MANIFEST_FILE} or {LEDGER_FILE}): "
+                    "refusing to write a sweep into it; choose a new or empty folder"
+                )
+            _refuse_inside_sweep(target.parent, path)
+            _check_can_write(target, path)
+            return paths
+        parent = target.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise NotASweepError(f"cannot create {path}: {parent} is a file, not a folder")
+        _refuse_inside_sweep(parent, path)
+        _check_can_write(parent, path)
+        return cls(target)
+
+
+def sweep_roots(path: str | os.PathLike[str]) -> list[Path]:
+    """The sweeps analysis reads at ``path``: a sweep folder (has ``cells/``) or a folder of them.
+
+    Raises :class:`NotASweepError` for a path that is missing, a file, holds neither, or
+    holds a ``ledger.sqlite`` that is not a dnnbench ledger (opened read-only, never created).
+    """
+    folder = _existing_folder(path)
+    if (folder / CELLS_DIR).is_dir() or (folder / LEDGER_FILE).is_file():
+        roots = [folder]
+    else:
+        roots = sorted(p for p in folder.iterdir() if (p / CELLS_DIR).is_dir())
+    for root in roots:
+        ledger = root / LEDGER_FILE
+        if ledger.is_file():
+            advice = "move it aside to aggregate the dumps alone" if (root / CELLS_DIR).is_dir() else ""
+            _check_ledger(ledger, allow_empty=False, advice=advice)
+    roots = [r for r in roots if (r / CELLS_DIR).is_dir()]
+    if not roots:
+        raise NotASweepError(
+            f"{path}: not a sweep folder (no {CELLS_DIR}/ inside, nor sweeps below it). {_NOT_A_SWEEP_HINT}"
+        )
+    return roots
+
+
+def _existing_folder(path: str | os.PathLike[str]) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise NotASweepError(f"{path}: no such folder. {_NOT_A_SWEEP_HINT}")
+    if not folder.is_dir():
+        raise NotASweepError(f"{path} is a file, not a sweep folder. {_NOT_A_SWEEP_HINT}")
+    return folder
+
+
+def ledger_problem(path: Path, *, allow_empty: bool = False) -> str | None:
+    """Why ``path`` is not a readable dnnbench ledger, or None. Read-only: creates no file.
+
+    An empty file is what a command killed while creating the ledger leaves; a writing command
+    may continue it (``allow_empty``), a reading one has nothing to read.
+    """
+    wal = path.with_name(path.name + "-wal")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    if not head and not wal.exists():
+        return None if allow_empty else "it is empty"
+    if head and head != _SQLITE_MAGIC:
+        return "it is not an SQLite database"
+    try:
+        tables, damage = _ledger_tables(path, live=wal.exists())
+    except sqlite3.DatabaseError as err:
+        return f"it cannot be read: {err}"
+    if damage:
+        return f"it is damaged: {damage}"
+    absent = [table for table in LEDGER_TABLES if table not in tables]
+    if absent:
+        return f"it is an SQLite database without dnnbench's table(s) {', '.join(absent)}"
+    lacking = [
+        f"{table}.{column}" for table, columns in LEDGER_TABLES.items() for column in sorted(columns - tables[table])
+    ]
+    return f"its tables lack dnnbench's column(s) {', '.join(lacking)}" if lacking else None
+
+
+def _ledger_tables(path: Path, *, live: bool) -> tuple[dict[str, set[str]], str | None]:
+    """(table → columns, the first damage SQLite's quick check finds or None), read-only.
+
+    Without a ``-wal`` file everything is in the main file, so it is read as immutable (no
+    ``-shm``/``-wal`` is created next to it); with one, a live read. The quick check catches a
+    truncated or overwritten file before a command that writes opens it.
+    """
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if live else "&immutable=1")
+    db = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        tables = {name: {row[1] for row in db.execute(f"PRAGMA table_info({_quoted(name)})")} for name in names}
+        (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
+        return tables, None if verdict == "ok" else " ".join(str(verdict).split())
+    finally:
+        db.close()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _check_ledger(path: Path, *, allow_empty: bool, advice: str = "") -> None:
+    problem = ledger_problem(path, allow_empty=allow_empty)
+    if problem is not None:
+        then = advice or "it was left as it is; restore it from a copy, or use another folder"
+        raise NotASweepError(f"{path} is not a dnnbench ledger: {problem} ({then})")
+
+
+def _refuse_special(target: Path, given: str | os.PathLike[str]) -> None:
+    """Folders that hold other things by nature: a sweep there would spread its files among them."""
+    special = {
+        Path(target.anchor): "the filesystem root",
+        Path(__file__).resolve().parent.parent: "the dnnbench checkout",
+    }
+    with contextlib.suppress(KeyError, RuntimeError):  # no HOME and no passwd entry: nothing to protect there
+        special[Path.home().resolve()] = "your home folder"
+    for folder, name in special.items():
+        if target == folder:
+            raise NotASweepError(
+                f"refusing to use {given} ({name}) as a sweep folder: name a new folder, e.g. {target / 'my-sweep'}"
+            )
+
+
+def _refuse_inside_sweep(folder: Path, given: str | os.PathLike[str]) -> None:
+    for parent in (folder, *folder.parents):
+        if SweepPaths(parent).is_sweep():
+            raise NotASweepError(
+                f"{given} is inside the sweep folder {parent}: a sweep cannot hold another; choose a folder outside it"
+            )
+
+
+def _check_can_write(folder: Path, given: str | os.PathLike[str]) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write a sweep at {given}: {folder} is not writable by this user")

@@ -31,6 +31,7 @@ def _config(overrides: list[str]) -> dict[str, Any]:
 def _profile(config: dict[str, Any], refresh: bool = False):
     import torch
 
+    from jobs.failures import NoGpuError
     from jobs.models import build_model
     from jobs.pipeline.planner import Layout
     from jobs.pipeline.profiler import cached_profile
@@ -40,7 +41,10 @@ def _profile(config: dict[str, Any], refresh: bool = False):
     layout = Layout.of(config["framework"]["name"], config["pipeline"],
                        config["gpus"] * config["nodes"])  # fmt: skip
     torch.set_num_threads(config["threads_per_process"])
-    device = resolve_device(config["device"], 0)
+    try:
+        device = resolve_device(config["device"], 0)
+    except NoGpuError as err:  # asked for a GPU this machine cannot give: the user's to fix
+        raise ConfigError(str(err)) from err
     return cached_profile(
         lambda: build_model(config["model"]["name"], num_classes=dataset["num_classes"],
                             in_channels=dataset["channels"]),

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs import schema
+from jobs.failures import rank_failure
 from jobs.launchers import LaunchSpec, get_launcher
 from orchestrator.errors import CellFailedError
-from orchestrator.paths import OUTCOME_FILE
+from orchestrator.paths import AttemptPaths
 
 # Set for every framework alike (torchrun would set OMP_NUM_THREADS=1, horovodrun nothing).
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -60,31 +61,23 @@ def rank_environment(config: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def judge(out_dir: Path, world_size: int) -> tuple[int, list[str]]:
-    """(valid rank dumps, reasons for every missing or invalid one)."""
-    reasons, valid = [], 0
-    for rank in range(world_size):
-        path = out_dir / schema.dump_filename(rank)
-        if not path.exists():
-            reasons.append(f"rank {rank}: no dump")
-            continue
-        try:
-            schema.load(path)
-            valid += 1
-        except schema.SchemaError as err:
-            reasons.append(f"rank {rank}: {'; '.join(err.reasons)}")
-    return valid, reasons
+def judge(
+    out_dir: Path, world_size: int, cell_config: dict[str, Any] | None = None, cell_id: str | None = None
+) -> tuple[int, list[str]]:
+    """(valid rank dumps, every reason the attempt is not complete and meaningful; [] when it is).
+
+    The reader's rules (:func:`jobs.schema.read_attempt`): each dump valid in type and meaning,
+    of this cell's config, and the ranks consistent with each other. Reasons can exist with
+    every dump valid (ranks that disagree): the attempt has failed then too.
+    """
+    docs, reasons = schema.read_attempt(out_dir, world_size, cell_config, cell_id)
+    return len(docs), reasons
 
 
 def _set_aside_interrupted(out_dir: Path, restart: int) -> None:
     """A requeued attempt starts clean; what the interrupted run left is kept beside it."""
     if out_dir.exists() and any(out_dir.iterdir()):
-        aside = out_dir.with_name(f"{out_dir.name}.interrupted{restart}")
-        suffix = 0
-        while aside.exists():
-            suffix += 1
-            aside = out_dir.with_name(f"{out_dir.name}.interrupted{restart}_{suffix}")
-        shutil.move(str(out_dir), str(aside))
+        shutil.move(str(out_dir), str(AttemptPaths(out_dir).set_aside(restart)))
 
 
 def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo: bool = False) -> dict[str, Any]:
@@ -93,10 +86,11 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     cell = json.loads(Path(cell_file).read_text())
     config = cell["config"]
     out = Path(out_dir)
+    attempt = AttemptPaths(out)
     if node.node_rank == 0:
         if node.restart_count > 0:
             _set_aside_interrupted(out, node.restart_count)
-        elif (out / OUTCOME_FILE).exists():
+        elif attempt.outcome.exists():
             raise CellFailedError(f"{out} already holds an outcome: refusing to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
     launcher = get_launcher(config["framework"]["launcher"])
@@ -114,7 +108,7 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     started = time.perf_counter()
     returncode = 0
     if launcher.per_node or node.node_rank == 0:
-        log = out / f"launcher_node{node.node_rank}.log"
+        log = attempt.launcher_log(node.node_rank)
         try:
             argv = launcher.command(spec)
         except ValueError as err:  # e.g. a host list the launcher cannot use: a failed outcome, not a crash
@@ -125,9 +119,9 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     if node.node_rank != 0:
         return {"state": "node_done", "returncode": returncode}
     world = config["gpus"] * node.nnodes
-    valid, reasons = judge(out, world)
+    valid, reasons = judge(out, world, config, cell["cell_id"])
     outcome = Outcome(
-        state="completed" if returncode == 0 and valid == world else "failed",
+        state="completed" if returncode == 0 and valid == world and not reasons else "failed",
         returncode=returncode,
         ranks_expected=world,
         ranks_valid=valid,
@@ -135,8 +129,8 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
         seconds=time.perf_counter() - started,
     )
     if outcome.state == "failed":
-        outcome.failure_class = "launcher_error" if returncode != 0 else "bad_metrics"
-    schema.write_atomic(out / OUTCOME_FILE, asdict(outcome))
+        outcome.failure_class = _failure_class(out, returncode)
+    schema.write_atomic(attempt.outcome, asdict(outcome))
     if outcome.state != "completed":
         raise CellFailedError(
             f"cell {cell['cell_id']} failed ({outcome.failure_class}, exit {returncode}): "
@@ -144,6 +138,14 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
             + f"\n{_tail(out)}"
         )
     return asdict(outcome)
+
+
+def _failure_class(out: Path, returncode: int) -> str:
+    """A rank's own word on why it failed (no GPU, no NCCL…) before the launcher's exit code."""
+    if returncode == 0:
+        return "bad_metrics"
+    recognised = rank_failure(out)
+    return recognised[0] if recognised else "launcher_error"
 
 
 def _run_logged(argv: list[str], env: dict[str, str], log: Path, echo: bool) -> int:
@@ -161,8 +163,8 @@ def _run_logged(argv: list[str], env: dict[str, str], log: Path, echo: bool) -> 
 
 
 def _tail(out: Path, lines: int = 30) -> str:
-    errors = sorted(out.glob("error_rank_*.txt"))
-    source = errors[0] if errors else next(iter(sorted(out.glob("launcher_node*.log"))), None)
+    attempt = AttemptPaths(out)
+    source = next(iter(attempt.error_files() or attempt.launcher_logs()), None)
     if source is None:
         return ""
     text = source.read_text(errors="replace").splitlines()[-lines:]

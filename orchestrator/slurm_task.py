@@ -4,7 +4,8 @@
 On USR2 (sent ``signal_delay_s`` before the time limit) node 0 requeues the job while
 requeues are left; the requeued run sets the interrupted attempt aside and starts the
 cell again, so dumps of two runs never mix. With no requeue left, node 0 writes the
-outcome (failed, class ``timeout``) before the task exits.
+outcome (failed, class ``timeout``) before the task exits. Each node's task also records the
+other Slurm jobs on its node before and after the cell (``colocation_node<N>.json``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from jobs import schema
+from jobs.colocation import node_jobs_snapshot, write_node_jobs
 from orchestrator.errors import CellFailedError
 from orchestrator.paths import OUTCOME_FILE
 from orchestrator.runner import NodeContext, Outcome, judge, run_cell
@@ -99,11 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         job_id=os.environ.get("SLURM_JOB_ID", str(os.getpid())),
         restart_count=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
     )
+    # Other Slurm jobs on this node, before and after the cell: one squeue call per node each time.
+    # Not for an attempt that already holds an outcome (run_cell refuses to run it again).
+    before = node_jobs_snapshot() if node.restart_count or not (Path(out_dir) / OUTCOME_FILE).exists() else None
     try:
         run_cell(cell_file, out_dir, node, echo=True)
     except CellFailedError as err:
         print(f"dnnbench: {err}", file=sys.stderr, flush=True)
         return 3
+    finally:
+        if before is not None:
+            write_node_jobs(out_dir, before)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from pathlib import Path
 from jobs.schema import with_added_defaults
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import CellJob, Shape, ShapeGroup
+from orchestrator.cell_identity import CELL_ID_SCHEME, check_cell_id_scheme
 from orchestrator.errors import ConfigError
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import Ledger, config_digest
+from orchestrator.lock import sweep_lock
 from orchestrator.paths import SweepPaths
+from orchestrator.shell_safety import check_sweep_folder
 from orchestrator.sweep import Cell, SweepPlan
 
 DEFAULT_ROOT = Path("outputs") / "sweeps"
@@ -27,6 +31,8 @@ DEFAULT_ROOT = Path("outputs") / "sweeps"
 def default_sweep_dir(arguments: list[str], root: Path = DEFAULT_ROOT) -> Path:
     """The same arguments give the same folder, so rerunning a command continues it."""
     preset = next((a.split("=", 1)[1] for a in arguments if a.startswith("+sweep=")), "sweep")
+    # The preset name becomes one folder name: no separators, nothing that climbs out of root.
+    preset = re.sub(r"[^A-Za-z0-9_.-]", "_", preset).lstrip(".") or "sweep"
     digest = hashlib.sha256("\0".join(sorted(arguments)).encode()).hexdigest()[:8]
     return (root / f"{preset}-{digest}").resolve()
 
@@ -55,7 +61,14 @@ def group_by_shape(cells: list[CellJob]) -> list[ShapeGroup]:
 def write_cell_file(path: Path, cell: Cell) -> None:
     doc = {"cell_id": cell.id, "label": cell.label, "overrides": cell.overrides, "config": cell.config}
     if path.exists():
-        existing = json.loads(path.read_text())
+        try:
+            existing = json.loads(path.read_text())
+            if not isinstance(existing, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"{path} cannot be read ({err}): refusing to overwrite it; move it aside to have it rewritten"
+            ) from err
         # A cell file written before a key was added lacks it: the same cell, not another.
         if with_added_defaults(existing.get("config") or {}) != with_added_defaults(cell.config):
             raise ConfigError(f"{path} holds another config for cell {cell.id}: refusing to overwrite it")
@@ -66,12 +79,39 @@ def write_cell_file(path: Path, cell: Cell) -> None:
     tmp.replace(path)
 
 
-def prepare(plan: SweepPlan, sweep_dir: Path) -> tuple[SweepPaths, Ledger]:
-    paths = SweepPaths(sweep_dir)
+def _is_dry_run_manifest(path: Path) -> bool:
+    try:
+        return bool(json.loads(path.read_text()).get("dry_run"))
+    except (OSError, ValueError, AttributeError):  # unreadable: kept as it is, like any real run's
+        return False
+
+
+def _write_manifest(paths: SweepPaths, plan: SweepPlan, *, dry_run: bool) -> None:
+    """sweep.json marks the folder as a sweep: written first, kept once a real run wrote it."""
+    if paths.manifest.exists() and not _is_dry_run_manifest(paths.manifest):
+        return
+    manifest = {"arguments": plan.arguments, "created_at": time.time(), "cells": len(plan.cells),
+                "cell_id_scheme": CELL_ID_SCHEME}  # fmt: skip
+    if dry_run:
+        manifest["dry_run"] = True
     paths.root.mkdir(parents=True, exist_ok=True)
-    if not paths.manifest.exists():
-        manifest = {"arguments": plan.arguments, "created_at": time.time(), "cells": len(plan.cells)}
-        paths.manifest.write_text(json.dumps(manifest, indent=1))
+    tmp = paths.manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(paths.manifest)
+
+
+def sweep_folder(plan: SweepPlan, sweep_dir: Path) -> SweepPaths:
+    """The folder ``plan`` may write into; refused (with the reason) before anything is written."""
+    paths = SweepPaths.writable(sweep_dir)
+    check_sweep_folder(paths.root, {c.config["cluster"]["backend"] for c in plan.cells})
+    check_cell_id_scheme(paths.manifest)
+    return paths
+
+
+def prepare(plan: SweepPlan, sweep_dir: Path) -> tuple[SweepPaths, Ledger]:
+    """The sweep folder with its manifest, cell files and ledger; refuses a folder that is no sweep's."""
+    paths = sweep_folder(plan, sweep_dir)
+    _write_manifest(paths, plan, dry_run=False)
     for cell in plan.cells:
         write_cell_file(paths.cell(cell.id).cell_file, cell)
     ledger = Ledger(paths.ledger)
@@ -79,34 +119,67 @@ def prepare(plan: SweepPlan, sweep_dir: Path) -> tuple[SweepPaths, Ledger]:
     return paths, ledger
 
 
-def submit(
-    plan: SweepPlan,
-    sweep_dir: Path,
-    *,
-    progress: Callable[[int], None] | None = None,
-    dry_run: bool = False,
-) -> SubmitReport:
-    """Submit the plan's cells that have no attempt yet."""
-    paths, ledger = prepare(plan, sweep_dir)
-    with ledger:
-        return submit_cells(paths, ledger, plan.cells, progress=progress, dry_run=dry_run)
+def preview(plan: SweepPlan, sweep_dir: Path) -> SubmitReport:
+    """A dry run: the arrays ``submit`` would make, and their batch scripts where the backend has them.
 
-
-def submit_cells(
-    paths: SweepPaths,
-    ledger: Ledger,
-    cells: list[Cell],
-    *,
-    cell_ids: set[str] | None = None,
-    progress: Callable[[int], None] | None = None,
-    dry_run: bool = False,
-) -> SubmitReport:
-    """Submit ``cells`` that have no attempt yet, or exactly ``cell_ids`` (a new attempt each)."""
-    cluster = cells[0].config["cluster"] if cells else {"backend": "local"}
+    Writes no cell folder and no ledger: only sweep.json (marking the folder, for the real run)
+    and the scripts under jobs/, and only when the backend writes scripts. Cells an existing
+    ledger already has attempts for are left out, as ``submit`` would.
+    """
+    paths = sweep_folder(plan, sweep_dir)
+    attempted: set[str] = set()
+    if paths.ledger.exists():
+        with Ledger(paths.ledger) as ledger:
+            attempted = set(ledger.latest_attempts())
+    cluster = plan.cells[0].config["cluster"] if plan.cells else {"backend": "local"}
     backend = get_backend(cluster)
     report = SubmitReport(paths=paths, detached=backend.detached)
-    if not dry_run:
-        backend.resolve_pending(ledger)
+    todo = []
+    for cell in plan.cells:
+        if cell.unavailable:
+            report.unavailable.append(cell)
+        elif cell.id in attempted:
+            report.already_submitted += 1
+        else:
+            todo.append(CellJob(cell.id, cell.label, str(paths.cell(cell.id).cell_file), cell.config))
+    report.groups = group_by_shape(todo)
+    write_scripts = getattr(backend, "write_scripts", None)
+    if write_scripts is not None:
+        _write_manifest(paths, plan, dry_run=True)
+        report.scripts = write_scripts(paths, report.groups)
+    return report
+
+
+def submit(plan: SweepPlan, sweep_dir: Path, *, progress: Callable[[int], None] | None = None) -> SubmitReport:
+    """Submit the plan's cells that have no attempt yet, holding the sweep folder's lock throughout.
+
+    The lock is taken before the folder is prepared, so two identical commands started
+    together never interleave: the second waits, then finds every cell submitted (or
+    stops with :class:`SweepBusyError` while the first still runs local cells).
+    """
+    paths = sweep_folder(plan, sweep_dir)  # checked before the folder and its lock file are created
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(paths):
+        paths, ledger = prepare(plan, sweep_dir)
+        with ledger:
+            ledger.record_config_digests({cell.id: config_digest(cell.config) for cell in plan.cells})
+            return submit_cells(paths, ledger, plan.cells, progress=progress)
+
+
+def resolve_unconfirmed(ledger: Ledger) -> None:
+    """Settle what a killed command left queued or unconfirmed, each backend its own rows.
+
+    Call with the sweep's lock held. Local rows go first: the Slurm backend asks Slurm about
+    every ``submitting`` row it is shown.
+    """
+    for name in sorted(ledger.unconfirmed_backends(), key=lambda name: name != "local"):
+        get_backend({"backend": name}).resolve_pending(ledger)
+
+
+def _todo(
+    paths: SweepPaths, ledger: Ledger, cells: list[Cell], cell_ids: set[str] | None, report: SubmitReport
+) -> None:
+    """Fill ``report.groups`` with the cells to submit: ``cell_ids`` exactly, else those without an attempt."""
     attempted = ledger.latest_attempts()
     todo: list[CellJob] = []
     for cell in cells:
@@ -121,24 +194,82 @@ def submit_cells(
             continue
         todo.append(CellJob(cell.id, cell.label, str(paths.cell(cell.id).cell_file), cell.config))
     report.groups = group_by_shape(todo)
+
+
+def submit_cells(
+    paths: SweepPaths,
+    ledger: Ledger,
+    cells: list[Cell],
+    *,
+    cell_ids: set[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+) -> SubmitReport:
+    """Submit ``cells`` that have no attempt yet, or exactly ``cell_ids`` (a new attempt each).
+
+    Holds the sweep's lock (re-entrant: a caller that chose the cells under it keeps it).
+    A backend that runs cells here returns when they, and cells earlier commands left
+    running, have ended.
+    """
+    unknown = (cell_ids or set()) - {cell.id for cell in cells}
+    if unknown:  # never report a cell as submitted that was not
+        raise ConfigError(f"no such cell to submit in {paths.root}: {', '.join(sorted(unknown))}")
+    cluster = cells[0].config["cluster"] if cells else {"backend": "local"}
+    backend = get_backend(cluster)
+    report = SubmitReport(paths=paths, detached=backend.detached)
     if dry_run:
+        _todo(paths, ledger, cells, cell_ids, report)
         write_scripts = getattr(backend, "write_scripts", None)
         if write_scripts is not None:
             report.scripts = write_scripts(paths, report.groups)
         return report
-    if report.groups:
-        outcome = backend.submit(paths, ledger, report.groups, progress)
-        report.job_ids = outcome.job_ids
-        report.not_submitted, report.not_submitted_reason = len(outcome.not_submitted), outcome.reason
+    with sweep_lock(paths):
+        resolve_unconfirmed(ledger)
+        _todo(paths, ledger, cells, cell_ids, report)
+        if report.groups:
+            outcome = backend.submit(paths, ledger, report.groups, progress)
+            report.job_ids = outcome.job_ids
+            report.not_submitted, report.not_submitted_reason = len(outcome.not_submitted), outcome.reason
+        if not backend.detached:
+            backend.wait_running(ledger, paths, progress)
     return report
 
 
-def load_cells(paths: SweepPaths) -> list[Cell]:
-    """The sweep's cells as planned, read back from their cell files (ledger order)."""
+def load_cells(paths: SweepPaths, cell_ids: set[str] | None = None) -> list[Cell]:
+    """The sweep's cells as planned (ledger order; only ``cell_ids`` when given), from their cell files.
+
+    The ledger is trusted, not the files: a cell file that cannot be read, names another
+    cell, or holds another config than the one the ledger recorded when the cell was
+    planned is refused with its path, never run in place of the plan.
+    """
     with Ledger(paths.ledger) as ledger:
         rows = ledger.cells()
-    cells = []
-    for cell_id, _label, unavailable in rows:
-        doc = json.loads(paths.cell(cell_id).cell_file.read_text())
-        cells.append(Cell(doc["cell_id"], doc.get("overrides", []), doc["config"], unavailable))
-    return cells
+        digests = ledger.config_digests()
+    return [
+        _read_cell(paths.cell(cell_id).cell_file, cell_id, digests.get(cell_id), unavailable)
+        for cell_id, _label, unavailable in rows
+        if cell_ids is None or cell_id in cell_ids
+    ]
+
+
+def _read_cell(path: Path, cell_id: str, digest: str | None, unavailable: str | None) -> Cell:
+    restore = (
+        "move it aside and rerun the same `dnnbench sweep` to have it written again as planned, "
+        "or plan the changed config as a new sweep"
+    )
+    try:
+        doc = json.loads(path.read_text())
+        config, overrides = doc["config"], doc.get("overrides", [])
+        if not isinstance(config, dict):
+            raise ValueError("its config is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}, the plan of cell {cell_id}, cannot be read ({err}): {restore}") from err
+    if doc.get("cell_id") != cell_id:
+        raise ConfigError(f"{path} was edited: it names cell {doc.get('cell_id')!r}, not {cell_id}: {restore}")
+    # Ledgers of sweeps planned before digests were recorded have none: only the id is checked there.
+    if digest is not None and config_digest(config) != digest:
+        raise ConfigError(
+            f"{path} was edited after planning: its config is not the one the ledger recorded for cell {cell_id}, "
+            f"and a cell runs as planned: {restore}"
+        )
+    return Cell(cell_id, overrides, config, unavailable)

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator import config as cfgmod
+from orchestrator.cell_identity import MergedPoint, backend_problem
 from orchestrator.errors import ConfigError
 from orchestrator.fast_compose import FastComposer
 from orchestrator.frameworks import unavailable_reason
+
+_NO_CELLS = "the overrides give no cells (an empty sweep axis, such as seed=range(0,0)?): nothing to run"
 
 
 @dataclass
@@ -40,6 +43,8 @@ class SweepPlan:
     arguments: list[str]
     cells: list[Cell] = field(default_factory=list)
     seconds: float = 0.0
+    # Grid points that gave an earlier point's cell id (cell_identity.merge_notes says them).
+    merged: list[MergedPoint] = field(default_factory=list)
 
 
 def _is_sweep_argument(argument: str) -> bool:
@@ -79,7 +84,9 @@ def plan(
     started = time.perf_counter()
     result = SweepPlan(arguments=list(arguments))
     points = grid(arguments)
-    seen: set[str] = set()
+    if not points:
+        raise ConfigError(_NO_CELLS)
+    seen: dict[str, Cell] = {}
     problems: list[tuple[str, str]] = []
     composer = FastComposer()
     for index, overrides in enumerate(points):
@@ -93,13 +100,20 @@ def plan(
             repeated = {**config, "repeat": repeat}
             cell = Cell(cfgmod.cell_id(repeated), list(overrides), repeated)
             cell.unavailable = unavailable_reason(repeated)
-            if cell.id not in seen:  # two spellings of one config are one cell
-                seen.add(cell.id)
+            if cell.id not in seen:
+                seen[cell.id] = cell
                 result.cells.append(cell)
+            else:  # one config spelled twice, or points differing in scheduling keys only: reported
+                result.merged.append(MergedPoint.of(seen[cell.id], cell))
         if progress:
             progress(index + 1, len(points))
     if problems:
         raise ConfigError(_summarise(problems))
+    mixed = backend_problem([c.config for c in result.cells])
+    if mixed:
+        raise ConfigError(mixed)
+    if not result.cells:
+        raise ConfigError(_NO_CELLS)
     result.seconds = time.perf_counter() - started
     return result
 

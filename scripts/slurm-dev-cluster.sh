@@ -23,6 +23,7 @@ readonly SLURMD_BASE_PORT=17000 # node i listens on 17000+i
 readonly SSH_PORT=17022         # the private sshd, on 127.0.0.2.. (nodes 2..)
 readonly SYSTEM_CONF="/etc/slurm/slurm.conf"
 readonly PACKAGES_BASE=(slurmctld slurmd slurm-client munge openssh-server openssh-client)
+readonly TASK_PLUGIN="task/affinity" # binds each task to its step's CPUs (see write_slurm_conf)
 readonly PACKAGES_ACCT=(slurmdbd mariadb-server)
 
 usage() {
@@ -296,9 +297,10 @@ ensure_packages() {
 }
 
 # --------------------------------------------------------------- configs ---
+# The task plugin is part of the settings: a cluster started with another one is restarted by 'up'.
 params_string() {
-    printf 'nodes=%s gpus=%s cpus=%s mem=%s max_array=%s accounting=%s db_port=%s\n' \
-        "$NODES" "$GPUS" "$CPUS" "$MEM" "$MAX_ARRAY" "$ACCOUNTING" "$DB_PORT"
+    printf 'nodes=%s gpus=%s cpus=%s mem=%s max_array=%s accounting=%s db_port=%s task=%s\n' \
+        "$NODES" "$GPUS" "$CPUS" "$MEM" "$MAX_ARRAY" "$ACCOUNTING" "$DB_PORT" "$TASK_PLUGIN"
 }
 
 make_dirs() {
@@ -381,9 +383,13 @@ SlurmdLogFile=$LOGDIR/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 
-# No cgroups in the container: track processes by parent pid, bind nothing.
+# No cgroups in the container: track processes by parent pid. task/affinity binds each task to
+# the CPUs its step was given (sched_setaffinity, no cgroup needed), as sites' task plugins do.
+# A node's abstract CPU i is this host's CPU i mod (real CPUs): a task of more CPUs than the host
+# has still runs (on all of them), but --cpu-bind=cores (SLURM_CPU_BIND=cores) can only lay out
+# tasks of at most that many CPUs.
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=$TASK_PLUGIN
 MpiDefault=none
 SwitchType=switch/none
 LaunchType=launch/slurm

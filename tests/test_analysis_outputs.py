@@ -102,6 +102,7 @@ def test_compare_detects_a_real_difference(tmp_path):
             for phase in doc["phases"].values():
                 phase["step_times_s"] = [t / 2 for t in phase["step_times_s"]]
                 phase["seconds"] /= 2
+                phase["throughput_samples_per_s"] *= 2  # a dump's own throughput must stay samples / seconds
             dump.write_text(json.dumps(doc))
     table = compare(
         collect([tmp_path / "a"], progress=False).results, collect([tmp_path / "b"], progress=False).results
@@ -133,7 +134,7 @@ def test_every_command_has_help_and_an_example():
 
 
 def test_main_prints_error_without_traceback(tmp_path, capsys):
-    assert cli.main(["aggregate", str(tmp_path), "--no-progress"]) == 1
+    assert cli.main(["aggregate", str(tmp_path), "--no-progress"]) == 4  # not a sweep folder
     assert capsys.readouterr().err.startswith("Error: ")
 
 

@@ -64,11 +64,12 @@ def test_a_torchvision_model_without_preset_is_accepted_by_name():
     validate(config)
 
 
-def test_cell_id_ignores_the_cluster_but_not_what_is_measured():
+def test_cell_id_ignores_scheduling_but_not_hardware_or_what_is_measured():
     (a,) = plan(["steps=3"]).cells
-    (b,) = plan(["steps=3", "cluster.time_limit_min=5"]).cells
+    (b,) = plan(["steps=3", "cluster.time_limit_min=5", "cluster.max_requeues=0"]).cells
     (c,) = plan(["steps=4"]).cells
-    assert a.id == b.id != c.id
+    (d,) = plan(["steps=3", "cluster.partition=gpu_a100"]).cells
+    assert a.id == b.id and len({a.id, c.id, d.id}) == 3
 
 
 def test_a_key_added_later_keeps_existing_cell_ids_while_at_its_default():
@@ -213,7 +214,7 @@ def test_repeats_multiply_cells_with_distinct_ids():
 def _dry_run_ids(sweep_dir: Path, tmp_path: Path) -> list[tuple[str, str]]:
     run = dnnbench(
         "sweep", "model=resnet18,resnet50,efficientnet_b0", "gpus=1,2,3", "batch_size=16,32,64,128",
-        "--dry-run", "--sweep-dir", str(sweep_dir), cwd=tmp_path,
+        "--dry-run", "--list", "--sweep-dir", str(sweep_dir), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "dry run: 36 cells" in run.stdout

@@ -21,6 +21,7 @@ from slurm_fixtures import CLUSTER_SCRIPT, dnnbench, slurm_cluster  # noqa: F401
 
 from jobs import schema
 from jobs.launchers import LaunchSpec, get_launcher
+from jobs.launchers_horovod import RANK_PREFIX
 
 pytestmark = pytest.mark.horovod
 
@@ -48,13 +49,15 @@ def spec(**changes: Any) -> LaunchSpec:
     return launch_spec(**{"nproc_per_node": 2, "hosts": ("localhost",), "config": config, **changes})
 
 
-ENTRY = ["/opt/venv/bin/python", "-m", "jobs.entry", "/sweeps/s/cells/abc/cell.json", "/sweeps/s/cells/abc/attempt_0"]
+# Each rank: back to the working directory (horovodrun runs from "/"), then the entry point.
+ENTRY = [*RANK_PREFIX, "/opt/venv/bin/python", "-m", "jobs.entry", "/sweeps/s/cells/abc/cell.json",
+         "/sweeps/s/cells/abc/attempt_0"]  # fmt: skip
 
 
 def test_one_node_runs_np_processes_on_localhost_with_the_knobs_as_flags():
     argv = get_launcher("horovodrun").command(spec())
     assert argv == [
-        "/opt/venv/bin/python", "-m", "horovod.runner.launch",
+        "/opt/venv/bin/python", "-m", "jobs.horovod_launch",
         "-np", "2", "-H", "localhost:2", "--gloo",
         "--fusion-threshold-mb", "64", "--cycle-time-ms", "1.0",
         *ENTRY,
@@ -66,7 +69,7 @@ def test_two_nodes_list_every_host_with_its_slots_and_all_knobs():
     config = {"framework": {"backend": "auto"}, "horovod": knobs}
     argv = get_launcher("horovodrun").command(spec(nnodes=2, nproc_per_node=4, hosts=("gcn1", "gcn2"), config=config))
     assert argv == [
-        "/opt/venv/bin/python", "-m", "horovod.runner.launch",
+        "/opt/venv/bin/python", "-m", "jobs.horovod_launch",
         "-np", "8", "-H", "gcn1:4,gcn2:4", "--gloo",
         "--fusion-threshold-mb", "0", "--cycle-time-ms", "2.5", "--autotune",
         "--timeline-filename", "/sweeps/s/cells/abc/attempt_0/timeline.json",
@@ -167,7 +170,7 @@ PLAN_WITHOUT_HOROVOD = textwrap.dedent(
 
 def test_a_sweep_without_horovod_plans_its_ddp_cells_and_names_the_install_command(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", PLAN_WITHOUT_HOROVOD, "sweep", "--dry-run", "--sweep-dir", str(tmp_path / "s"),
+        [sys.executable, "-c", PLAN_WITHOUT_HOROVOD, "sweep", "--dry-run", "--list", "--sweep-dir", str(tmp_path / "s"),
          "framework=ddp,horovod", "gpus=1,2", "model=resnet18", "dataset=synthetic"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -180,7 +183,7 @@ def test_a_sweep_without_horovod_plans_its_ddp_cells_and_names_the_install_comma
     for line in horovod:
         assert "[unavailable: horovod is not installed" in line and "scripts/install-horovod.sh" in line
     assert "dry run: 4 cells" in result.stdout
-    assert result.stderr.count("not submitted: horovod is not installed") == 2
+    assert "2 cell(s) not submitted: horovod is not installed" in result.stderr
 
 
 def slurm_up() -> bool:
@@ -253,3 +256,7 @@ def test_a_two_node_horovod_cell_starts_the_second_node_over_ssh(slurm_cluster, 
     assert digests[0] == digests[1] and digests[0][0] == digests[0][1], "the two nodes' replicas differ"
     # Rank 1 was started through the dev cluster's sshd, as on a cluster's second node.
     assert sshd_log.read_text().count("Accepted publickey") > logins_before
+    # ... and was not told node 0's Slurm step or GPUs (jobs/horovod_launch.py).
+    node0, node1 = (d["environment"]["resources"] for d in dumps)
+    assert "SLURM_STEP_GPUS" in node0["slurm_gpu_variables"] and node0["cuda_visible_devices"] is not None
+    assert "SLURM_STEP_GPUS" not in node1["slurm_gpu_variables"] and node1["cuda_visible_devices"] is None

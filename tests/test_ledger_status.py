@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from orchestrator import lock
+from orchestrator.backends import local_processes
 from orchestrator.backends.base import SchedulerState
-from orchestrator.ledger import AttemptRow, Ledger
+from orchestrator.backends.local import start_here
+from orchestrator.errors import ExitCode, SweepBusyError
+from orchestrator.ledger import AttemptRow, Ledger, ProcessRecord
+from orchestrator.paths import SweepPaths
 from orchestrator.status import classify
 
 # ledger ------------------------------------------------------------------------------------------
@@ -92,6 +102,60 @@ def test_a_cell_never_submitted_has_no_attempt(ledger):
     assert ledger.latest_attempts() == {}
 
 
+def test_queued_jobs_are_attempts_until_dropped(ledger):
+    (first, a0), (second, b0) = ledger.queue("local", [("local-c1-x", "s", "c1"), ("local-c2-x", "s", "c2")])
+    assert (a0, b0) == (0, 0)
+    assert {c: r.submission_state for c, r in ledger.latest_attempts().items()} == {"c1": "queued", "c2": "queued"}
+    ledger.mark_submitting(first)
+    ledger.drop_queued([first, second], "its command ended")  # only what is still queued is dropped
+    assert {c: r.submission_state for c, r in ledger.latest_attempts().items()} == {"c1": "submitting"}
+    assert ledger.attempt_counts() == {"c1": 1}
+    assert ledger.submissions("dropped")[0]["note"] == "its command ended"
+    _, (again,) = ledger.begin_submission("b", "local", "s", ["c2"], None)
+    assert again == 1  # a dropped attempt's number is not reused either
+
+
+def test_a_local_submission_records_its_process(ledger):
+    submission, _ = ledger.begin_submission("local-c1", "local", "s", ["c1"], None)
+    ledger.finish_submission(submission, "4321", "submitted", process=ProcessRecord(4321, "boot/99", "node7"))
+    assert ledger.latest_attempts()["c1"].process == ProcessRecord(4321, "boot/99", "node7")
+
+
+def test_the_first_planned_config_digest_is_kept(ledger):
+    ledger.record_config_digests({"c1": "aaa", "c2": "bbb"})
+    ledger.record_config_digests({"c1": "changed", "c3": "unknown cell"})
+    assert ledger.config_digests() == {"c1": "aaa", "c2": "bbb"}
+
+
+_FIRST_RELEASE_SCHEMA = """
+CREATE TABLE cells (cell_id TEXT PRIMARY KEY, label TEXT NOT NULL, overrides TEXT NOT NULL, unavailable TEXT,
+                    created_at REAL NOT NULL);
+CREATE TABLE submissions (submission_id INTEGER PRIMARY KEY AUTOINCREMENT, job_name TEXT NOT NULL UNIQUE,
+    backend TEXT NOT NULL, shape TEXT NOT NULL, state TEXT NOT NULL, job_id TEXT, script TEXT, note TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE attempts (cell_id TEXT NOT NULL REFERENCES cells(cell_id), attempt INTEGER NOT NULL,
+    submission_id INTEGER REFERENCES submissions(submission_id), array_index INTEGER, created_at REAL NOT NULL,
+    PRIMARY KEY (cell_id, attempt));
+INSERT INTO cells VALUES ('c1', 'ddp/resnet18', '[]', NULL, 1.0);
+INSERT INTO submissions VALUES (1, 'local-c1-old', 'local', 's', 'submitted', '777', NULL, '', 1.0, 1.0);
+INSERT INTO attempts VALUES ('c1', 0, 1, 0, 1.0);
+"""
+
+
+def test_a_ledger_of_the_first_release_opens_and_gains_the_new_columns(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with closing(sqlite3.connect(path)) as old:
+        old.executescript(_FIRST_RELEASE_SCHEMA)
+    for _ in range(2):  # opened again: nothing added twice
+        with Ledger(path) as opened:
+            row = opened.latest_attempts()["c1"]
+            assert (row.job_id, row.submission_state, row.process) == ("777", "submitted", None)
+            assert opened.config_digests() == {}
+    with Ledger(path) as opened:
+        opened.finish_submission(1, "777", "submitted", process=ProcessRecord(777, "b/1", "h"))
+        assert opened.latest_attempts()["c1"].process == ProcessRecord(777, "b/1", "h")
+
+
 # status.classify --------------------------------------------------------------------------------
 
 
@@ -143,6 +207,126 @@ def test_classify_details_name_the_evidence():
 
 def test_an_unconfirmed_submission_is_pending_whatever_is_on_disk():
     assert classify(row("submitting"), None, None, detached=False)[:2] == ("pending", None)
+    assert classify(row("queued"), None, None, detached=False)[:2] == ("pending", None)
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome", "scheduler", "expected"),
+    [
+        ("submitted", None, SchedulerState("RUNNING", reason="pid 42"), ("running", None, "pid 42")),
+        ("submitted", None, SchedulerState("ENDED", reason="it ended"), ("failed", "launcher_error", "it ended")),
+        ("submitted", COMPLETED, SchedulerState("ENDED", reason="it ended"), ("completed", None, "")),
+        ("submitted", FAILED, SchedulerState("ENDED", reason="x"), ("failed", "bad_metrics", "rank 1: no dump")),
+        ("queued", None, SchedulerState("PENDING", reason="queued"), ("pending", None, "queued")),
+        ("queued", None, SchedulerState("NOT_STARTED", reason="never started"), ("missing", None, "never started")),
+        ("submitting", None, SchedulerState("NOT_STARTED", reason="never started"), ("missing", None, "never started")),
+        ("submitting", None, SchedulerState("RUNNING", reason="pid 7"), ("running", None, "pid 7")),
+    ],
+)  # fmt: skip
+def test_classify_local_attempts_by_their_processes(state, outcome, scheduler, expected):
+    assert classify(row(state, backend="local", array_index=0), outcome, scheduler, detached=False) == expected
+
+
+# local processes ---------------------------------------------------------------------------------
+
+
+def until(predicate, timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` passes; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def test_a_process_record_tells_a_live_process_from_an_ended_or_reused_pid():
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        record = local_processes.record(child.pid)
+        assert local_processes.is_alive(record) is True
+        assert local_processes.is_alive(ProcessRecord(child.pid, record.start + "0", record.host)) is False  # reused
+        assert local_processes.is_alive(ProcessRecord(child.pid, record.start, "another-host")) is None
+    finally:
+        child.kill()
+    # Killed, not yet reaped: a zombie is not running (the kernel takes a moment to end it).
+    assert until(lambda: local_processes.is_alive(record) is False)
+    child.wait()
+    assert local_processes.is_alive(record) is False
+
+
+def test_a_job_is_found_by_name_in_every_process_it_started():
+    with local_processes.tagged("local-abc-1"):
+        parent = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert until(lambda: len(local_processes.job_processes("local-abc-1")) == 2)
+        found = local_processes.job_processes("local-abc-1")
+        assert found[0] == parent.pid and len(found) == 2  # the top of the tree first, then its child
+        assert other.pid not in found and local_processes.job_processes("local-abc") == []
+        assert local_processes.JOB_ENV not in os.environ  # the tag was this process's for the block only
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # its own session: the shell and its sleep
+        other.kill()
+        parent.wait(), other.wait()
+
+
+def test_a_run_here_is_recorded_as_this_process(ledger, monkeypatch):
+    monkeypatch.delenv(local_processes.JOB_ENV, raising=False)
+    attempt = start_here(ledger, "c1")
+    row = ledger.latest_attempts()["c1"]
+    assert (attempt, row.submission_state, row.job_id) == (0, "submitted", str(os.getpid()))
+    assert local_processes.is_alive(row.process) is True
+    assert os.environ[local_processes.JOB_ENV] == row.job_name  # what the launcher and ranks inherit
+    monkeypatch.delenv(local_processes.JOB_ENV)
+
+
+# the sweep folder's lock ---------------------------------------------------------------------------
+
+_HOLD_LOCK = """
+import subprocess, sys, time
+from pathlib import Path
+from orchestrator.lock import sweep_lock
+from orchestrator.paths import SweepPaths
+with sweep_lock(SweepPaths(Path(sys.argv[1])), command="dnnbench sweep test-holder"):
+    child = subprocess.Popen(["sleep", "60"])  # a local cell's process outlives a killed sweep
+    print(child.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def held_lock(tmp_path):
+    """A second process holding the sweep folder's lock, with a child of its own: (paths, holder, child pid)."""
+    paths = SweepPaths(tmp_path)
+    holder_process = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert holder_process.stdout is not None
+    child = int(holder_process.stdout.readline())
+    yield paths, holder_process, child
+    os.killpg(holder_process.pid, signal.SIGKILL)
+    holder_process.wait()
+
+
+def test_a_second_command_waits_then_is_told_who_holds_the_sweep(held_lock, capsys):
+    paths, holder_process, _ = held_lock
+    assert lock.holder(paths).pid == holder_process.pid
+    started = time.monotonic()
+    with pytest.raises(SweepBusyError) as err, lock.sweep_lock(paths, wait_s=1.5):
+        pass
+    assert time.monotonic() - started >= 1.5
+    assert err.value.exit_code == ExitCode.BUSY
+    assert f"pid {holder_process.pid}" in str(err.value) and "dnnbench sweep test-holder" in str(err.value)
+    assert "waiting up to 2 s" in capsys.readouterr().err
+
+
+def test_the_lock_goes_with_its_holder_even_when_its_children_live_on(held_lock):
+    paths, holder_process, child = held_lock
+    holder_process.kill()  # kill -9: no cleanup runs
+    holder_process.wait()
+    assert local_processes.is_alive(local_processes.record(child))
+    assert lock.holder(paths) is None
+    with lock.sweep_lock(paths, wait_s=0), lock.sweep_lock(paths, wait_s=0):  # re-entrant in one process
+        assert lock.holder(paths) is None  # this process is not "another command"
 
 
 # a real local sweep --------------------------------------------------------------------------------

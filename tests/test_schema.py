@@ -231,8 +231,51 @@ def test_added_config_keys_are_filled_in_and_left_out_without_touching_the_input
     old = schema.without_added_defaults(new)
     assert old == {"steps": 3, "cluster": {"name": "slurm"}}
     assert schema.with_added_defaults(old) == {
-        "steps": 3, "cudnn_benchmark": False, "cluster": {"name": "slurm", "ssh_port": None, "ssh_identity_file": None},
+        "steps": 3, "cudnn_benchmark": False,
+        "cluster": {"name": "slurm", "ssh_port": None, "ssh_identity_file": None, "gpu_type": None,
+                    "exclusive": False},
     }  # fmt: skip
     assert new == before, "the caller's config was changed"
     # A value other than the old default is part of the config, not an added default.
     assert schema.without_added_defaults({"cudnn_benchmark": True}) == {"cudnn_benchmark": True}
+
+
+@pytest.mark.parametrize(
+    ("batch", "replicas", "size", "val_steps", "expected"),
+    [
+        (4, 1, 1024, 2, (1, 4, 8)),  # two whole batches, the first untimed
+        (16, 2, 51, None, (1, 10, 26)),  # padded to 26 per replica: 16 untimed + 10 timed
+        (16, 2, 64, 2, (1, 16, 32)),
+        (8, 3, 2, None, (0, 0, 1)),  # fewer samples than replicas: one padded sample each, untimed
+        (8, 1, 100, 0, (0, 0, 0)),  # val_steps=0: no batch at all
+        (8, 1, 0, None, (0, 0, 0)),  # an empty split
+        (32, 4, 8192, 11, (10, 320, 352)),
+    ],
+)
+def test_val_counts_follow_the_loop(batch, replicas, size, val_steps, expected):
+    assert schema.val_counts(batch, replicas, size, val_steps) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"a": [1.0, {"b": float("-inf")}]}, ("a[1].b", "-Infinity is not a finite number")),
+        ({"x": 2**63}, ("x", "an integer of 19 digits is out of range")),
+        ([0.5, float("nan")], ("[1]", "NaN is not a finite number")),
+    ],
+)
+def test_non_finite_names_each_number_by_its_path(value, problem):
+    assert schema.non_finite(value) == [problem]
+
+
+def test_the_largest_finite_numbers_are_finite():
+    assert schema.non_finite({"f": [1.7976931348623157e308, -1e308], "i": [2**63 - 1, -(2**63)], "s": "NaN"}) == []
+
+
+def test_a_noop_dump_without_timed_steps_is_valid(dump):
+    for name in schema.PHASES:
+        phase = dump["phases"][name]
+        phase.update(timed_steps=0, samples=0, seconds=0.0, throughput_samples_per_s=0.0, step_times_s=[],
+                     correct=None, evaluated=None, accuracy=None)  # fmt: skip
+    dump["config"]["framework"]["name"] = dump["framework"] = "noop"
+    assert schema.validate(dump) == []

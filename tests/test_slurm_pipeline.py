@@ -27,3 +27,8 @@ def test_pipeline_runs_across_two_nodes(slurm_cluster, tmp_path: Path) -> None: 
     assert [d["pipeline"]["stage"] for d in dumps] == [0, 1]
     assert [d["counts_samples"] for d in dumps] == [False, True]
     assert dumps[1]["phases"]["train"]["samples"] == 3 * 16
+    # Each node's torchrun was told where the store is and, by its node rank, whether it hosts it.
+    (attempt,) = sweep.glob("cells/*/attempt_0")
+    for node in (0, 1):
+        command = (attempt / f"launcher_node{node}.log").read_text().splitlines()[0]
+        assert f"--node_rank {node} --rdzv_backend static --master_addr 127.0.0.1 --master_port " in command

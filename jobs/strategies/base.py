@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from jobs.data import Shard
+from jobs.environment import cuda_facts, slurm_allocated_gpus
+from jobs.failures import NoGpuError
 from jobs.precision import precision
 
 
@@ -61,13 +63,43 @@ def get_strategy(name: str) -> type[Strategy]:
         raise ValueError(f"unknown framework {name!r}: expected one of {', '.join(sorted(_LAZY_MODULES))}") from None
 
 
-def resolve_device(requested: str, local_rank: int) -> torch.device:
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+def resolve_device(requested: str, local_rank: int, local_world: int = 1) -> torch.device:
+    """This process's device: ``auto`` is CUDA when Slurm allocated GPUs or CUDA starts.
+
+    On a GPU allocation ``auto`` never falls back to the CPU: a driver too old for the
+    wheel's CUDA would otherwise turn a GPU sweep into a CPU one that completes.
+    ``local_world`` processes on this node need as many GPUs, one each.
+    """
+    allocated = slurm_allocated_gpus()
+    if requested == "cpu" or (requested == "auto" and not allocated and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch.cuda.is_available() is False on this node")
+    problem = gpu_shortfall(local_world)
+    if problem:
+        raise NoGpuError(no_gpu_reason(requested, allocated, problem, cuda_facts()))
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
+
+
+def gpu_shortfall(local_world: int) -> str | None:
+    """Why ``local_world`` processes cannot have one GPU each here, or None."""
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False"
+    count = torch.cuda.device_count()
+    if count < local_world:
+        return f"torch sees {count} GPU(s) for {local_world} process(es) on this node"
+    return None
+
+
+def no_gpu_reason(requested: str, allocated: int, problem: str, facts: dict[str, Any]) -> str:
+    asked = f"device={requested}"
+    if allocated:
+        asked += f" on a Slurm allocation of {allocated} GPU(s) on this node"
+    shown = ", ".join(f"{key}={value}" for key, value in facts.items())
+    return (
+        f"{asked}, but {problem} ({shown}). A GPU cell does not fall back to the CPU: check that the "
+        "node's NVIDIA driver supports torch's CUDA (torch_cuda) and that every process has a GPU, "
+        "or run it on the CPU with device=cpu."
+    )
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:

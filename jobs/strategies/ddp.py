@@ -16,11 +16,11 @@ from jobs.strategies.data_parallel import DataParallelStrategy
 def init_torch_distributed(requested_device: str, requested_backend: str) -> Placement:
     """Join the process group torchrun set up through RANK/WORLD_SIZE/MASTER_* variables."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(requested_device, local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    device = resolve_device(requested_device, local_rank, local_world)
     backend = resolve_backend(requested_backend, device)
     dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     world = dist.get_world_size()
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     return Placement(
         rank=dist.get_rank(),
         local_rank=local_rank,

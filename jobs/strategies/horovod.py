@@ -18,6 +18,7 @@ import horovod.torch as hvd
 import torch
 from torch import nn
 
+from jobs.failures import GpuCollectivesError
 from jobs.strategies.base import Placement, StepResult, register, resolve_device
 from jobs.strategies.data_parallel import DataParallelStrategy
 
@@ -32,13 +33,42 @@ KNOB_VARIABLES = (
 )
 
 
+# Rebuilds Horovod with NCCL for GPU tensors, on a node with the CUDA toolkit (docs/horovod.md).
+NCCL_INSTALL = (
+    "HOROVOD_GPU_OPERATIONS=NCCL scripts/install-horovod.sh --force-rebuild "
+    "(set HOROVOD_NCCL_HOME to NCCL's folder unless a loaded module sets NCCL_HOME)"
+)
+
+
+def horovod_builds() -> dict[str, Any]:
+    """What this Horovod was compiled with; ``nccl`` is NCCL's version number, 0 without it."""
+    return {
+        "nccl": int(hvd.nccl_built()),
+        "mpi": bool(hvd.mpi_built()),
+        "gloo": bool(hvd.gloo_built()),
+        "cuda": bool(hvd.cuda_built()),
+    }
+
+
+def check_gpu_collectives(device: torch.device, builds: dict[str, Any]) -> None:
+    """Refuse a GPU cell whose Horovod has no NCCL: its allreduce would run through host memory
+    and Gloo, silently, and the cell would measure that instead of GPU collectives."""
+    if device.type == "cuda" and not builds["nccl"]:
+        raise GpuCollectivesError(
+            f"device {device} but this Horovod {horovod.__version__} was built without NCCL "
+            f"(nccl_built=0, cuda_built={int(builds['cuda'])}): CUDA tensors would be reduced through "
+            f"host memory and Gloo. Rebuild it with NCCL: {NCCL_INSTALL}"
+        )
+
+
 @register
 class HorovodStrategy(DataParallelStrategy):
     name = "horovod"
 
     def setup(self) -> Placement:
         hvd.init()
-        device = resolve_device(self.cfg.device, hvd.local_rank())
+        device = resolve_device(self.cfg.device, hvd.local_rank(), hvd.local_size())
+        check_gpu_collectives(device, horovod_builds())
         self.placement = Placement(
             rank=hvd.rank(),
             local_rank=hvd.local_rank(),
@@ -93,7 +123,8 @@ class HorovodStrategy(DataParallelStrategy):
             "autotune": knobs.autotune,
             "timeline": os.path.basename(timeline) if timeline else None,
             "controller": "gloo" if hvd.gloo_enabled() else "mpi" if hvd.mpi_enabled() else None,
-            "built": {"gloo": hvd.gloo_built(), "mpi": hvd.mpi_built(), "nccl": bool(hvd.nccl_built())},
+            # What this Horovod was built with: a CUDA build without NCCL reduces through host memory.
+            **{f"{name}_built": value for name, value in horovod_builds().items()},
             "env": {name: os.environ.get(name) for name in KNOB_VARIABLES},
         }
 

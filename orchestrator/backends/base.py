@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import AttemptRow, Ledger
 from orchestrator.paths import SweepPaths
 
 
@@ -26,6 +26,7 @@ class Shape:
     qos: str | None
     constraint: str | None
     request_gpus: bool
+    gpu_type: str | None = None  # typed GRES: --gpus-per-node=TYPE:N
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> Shape:
@@ -43,6 +44,7 @@ class Shape:
             qos=cluster.get("qos"),
             constraint=cluster.get("constraint"),
             request_gpus=bool(cluster.get("request_gpus", True)),
+            gpu_type=cluster.get("gpu_type"),
         )
 
     def describe(self) -> str:
@@ -51,6 +53,8 @@ class Shape:
             parts.append(f"{self.mem_gb}G")
         if self.partition:
             parts.append(f"p={self.partition}")
+        if self.gpu_type:
+            parts.append(f"gpu={self.gpu_type}")
         return " ".join(parts)
 
 
@@ -105,11 +109,22 @@ class Backend(ABC):
         """Submit every group that fits; records each submission in the ledger."""
 
     def resolve_pending(self, ledger: Ledger) -> None:  # noqa: B027 - optional
-        """Settle submissions a crash left as ``submitting`` (submitted or not?)."""
+        """Settle submissions a crash left as ``submitting`` (submitted or not?).
+
+        Called only by the holder of the sweep folder's lock, so no other command is submitting.
+        """
 
     def query(self, keys: list[str]) -> dict[str, SchedulerState]:
         """States of the given job keys, in as few scheduler calls as possible (batched)."""
         return {}
+
+    def states(self, rows: list[AttemptRow], paths: SweepPaths, *, busy: bool) -> dict[str, SchedulerState]:
+        """Each attempt's state by cell id (``busy``: a command holds the sweep's lock and may still start jobs)."""
+        answer = self.query([row.scheduler_key for row in rows if row.scheduler_key])
+        return {row.cell_id: answer[row.scheduler_key] for row in rows if row.scheduler_key in answer}
+
+    def wait_running(self, ledger: Ledger, paths: SweepPaths, progress: Callable[[int], None] | None = None) -> None:  # noqa: B027
+        """Backends that run cells here: return once the cells earlier commands started have ended."""
 
 
 BACKENDS: dict[str, type[Backend]] = {}

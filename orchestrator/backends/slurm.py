@@ -21,31 +21,66 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from orchestrator.backends.base import Backend, SchedulerState, ShapeGroup, SubmitOutcome, register
+from orchestrator.backends.base import Backend, CellJob, SchedulerState, Shape, ShapeGroup, SubmitOutcome, register
 from orchestrator.backends.slurm_limits import read_limits
 from orchestrator.errors import SubmissionError
 from orchestrator.ledger import Ledger
 from orchestrator.paths import SweepPaths
-from orchestrator.shell_safety import check_safe, render_setup
+from orchestrator.shell_safety import (
+    SAFE_GPU_TYPE,
+    check_safe,
+    check_sweep_folder,
+    render_setup,
+    sbatch_filename,
+)
 
 CALL_TIMEOUT_S = 30
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[(.+)\]$")
+# A job name is a label: what Slurm or its commands read specially becomes `_` (see job_name).
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.+\-]")
+_HETJOB_IN_NAME = re.compile(r"hetjob|packjob", re.IGNORECASE)
+# Cluster keys the batch script itself uses (beyond the shape's resource request): arrays differ when they do.
+_SCRIPT_KEYS = ("setup", "signal_delay_s", "max_requeues", "array_parallelism", "exclusive")
 
 
 def _time(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
-def render_script(
-    paths: SweepPaths, group: ShapeGroup, job_name: str, cells_file: Path, cluster: dict[str, Any]
-) -> str:
+def job_name(root: Path, suffix: str) -> str:
+    """``dnnbench-<sweep folder name>-<suffix>``: a label, not the folder. What Slurm or its commands
+    read specially (``,`` separates names in ``squeue --name``, spaces and quotes end an #SBATCH
+    argument, ``hetjob`` splits a job) becomes ``_``. Lookups use the whole name, which the ledger
+    records with its random suffix, so two folders with one label never mix."""
+    plain = _UNSAFE_IN_NAME.sub("_", root.name)
+    label = _HETJOB_IN_NAME.sub(lambda word: word.group()[:3] + "_" + word.group()[3:], plain)
+    return f"dnnbench-{label}-{suffix}"
+
+
+def _script_settings(cell: CellJob) -> tuple[Any, ...]:
+    cluster = cell.config.get("cluster") or {}
+    return tuple(json.dumps(cluster.get(key), sort_keys=True) for key in _SCRIPT_KEYS)
+
+
+def _gpu_request(shape: Shape) -> list[str]:
+    if not (shape.request_gpus and shape.gpus_per_node):
+        return []
+    typed = f"{shape.gpu_type}:{shape.gpus_per_node}" if shape.gpu_type else str(shape.gpus_per_node)
+    return [f"#SBATCH --gpus-per-node={typed}"]
+
+
+def render_script(paths: SweepPaths, group: ShapeGroup, name: str, cells_file: Path) -> str:
+    """The array's batch script; every value is checked or quoted for where it lands (shell_safety)."""
     shape = group.shape
-    check_safe("sweep folder", str(paths.root))
+    cluster = group.cells[0].config["cluster"]  # the script keys are equal within a group (split_groups)
+    check_sweep_folder(paths.root, {"slurm"})  # and the interpreter's path
     for key in ("partition", "account", "qos", "constraint"):
         check_safe(f"cluster.{key}", getattr(shape, key))
-    resource_lines = []
-    if shape.request_gpus and shape.gpus_per_node:
-        resource_lines.append(f"#SBATCH --gpus-per-node={shape.gpus_per_node}")
+    check_safe("cluster.gpu_type", shape.gpu_type, pattern=SAFE_GPU_TYPE)
+    resource_lines = _gpu_request(shape)
+    if cluster.get("exclusive"):
+        # Whole nodes: no other job (another cell of this sweep included) shares a node with a cell.
+        resource_lines.append("#SBATCH --exclusive")
     if shape.mem_gb:
         resource_lines.append(f"#SBATCH --mem={shape.mem_gb}G")
     for key in ("partition", "account", "qos", "constraint"):
@@ -53,17 +88,18 @@ def render_script(
         if value:
             resource_lines.append(f"#SBATCH --{key}={value}")
     template = Template((resources.files("sbatch_templates") / "array.sh").read_text())
-    script_path = paths.jobs / f"{job_name}.sh"
+    script_path = paths.jobs / f"{name}.sh"
     return template.substitute(
         script_path=shlex.quote(str(script_path)),
         cells_file=shlex.quote(str(cells_file)),
-        job_name=job_name,
+        job_name=name,
         last_index=len(group.cells) - 1,
         parallelism=max(1, int(cluster.get("array_parallelism") or 1)),
-        nodes=shape.nodes,
-        cpus_per_task=shape.cpus_per_task,
-        time_limit=_time(shape.time_min),
-        log_dir=shlex.quote(str(paths.jobs)),
+        nodes=int(shape.nodes),
+        cpus_per_task=int(shape.cpus_per_task),
+        time_limit=_time(int(shape.time_min)),
+        output_log=sbatch_filename(paths.jobs, "%A_%a.out"),
+        error_log=sbatch_filename(paths.jobs, "%A_%a.err"),
         signal_delay_s=int(cluster.get("signal_delay_s", 90)),
         max_requeues=int(cluster.get("max_requeues", 0)),
         resource_lines="\n".join(resource_lines),
@@ -96,12 +132,61 @@ def _expand_array(key: str) -> list[str]:
 
 
 def split_groups(groups: list[ShapeGroup], limit: int) -> list[ShapeGroup]:
-    """Shape groups larger than the cluster's MaxArraySize become several arrays of that shape."""
-    return [
-        ShapeGroup(group.shape, group.cells[start : start + limit])
-        for group in groups
-        for start in range(0, len(group.cells), limit)
-    ]
+    """One array per shape and script settings (setup lines, signal, requeues, parallelism: each cell
+    runs with its own), split again at the cluster's MaxArraySize."""
+    arrays = []
+    for group in groups:
+        by_settings: dict[tuple[Any, ...], list[CellJob]] = {}
+        for cell in group.cells:
+            by_settings.setdefault(_script_settings(cell), []).append(cell)
+        for cells in by_settings.values():
+            arrays += [ShapeGroup(group.shape, cells[start : start + limit]) for start in range(0, len(cells), limit)]
+    return arrays
+
+
+# Lines of a task's logs that say nothing of why it failed: blank, bash traces, and srun's
+# echo of an exit code or of its own clean-up (the reason comes before them).
+_NOISE = re.compile(
+    r"\+|srun: error: \S+: tasks? [\d,\-]+: (Exited with exit code \d+|Killed|Terminated)"
+    r"|srun: (Job step aborted|launch/slurm: _step_signal|Force Terminated)"
+)
+_REASON = re.compile(r"error|fatal|exception|unable|invalid|denied|cancelled|killed|not found|no such", re.I)
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def task_logs(log_dir: Path, job_key: str) -> list[Path]:
+    """An array task's scheduler logs (``%A_%a.err``, ``.out``, see array.sh), error log first."""
+    return [log_dir / f"{job_key}.err", log_dir / f"{job_key}.out"]
+
+
+def _tail_lines(path: Path) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, 2) - LOG_TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    # A progress bar redraws its line with \r: what was last drawn is what was seen.
+    return [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
+
+
+def scheduler_log_reason(paths_or_log_dir: SweepPaths | Path, job_key: str) -> tuple[str, Path] | None:
+    """The line of an array task's logs that best says why it failed, and the log it is in.
+
+    Searched from the end, error log first: the last line that names an error (``srun: error:
+    Unable to create step …``, a traceback's last line), else the last line that is not noise
+    (see ``_NOISE``). None when the logs are absent or hold nothing but noise.
+    """
+    log_dir = paths_or_log_dir.jobs if isinstance(paths_or_log_dir, SweepPaths) else Path(paths_or_log_dir)
+    fallback: tuple[str, Path] | None = None
+    for path in task_logs(log_dir, job_key):
+        lines = [line for line in _tail_lines(path) if line and not _NOISE.match(line)]
+        reason = next((line for line in reversed(lines) if _REASON.search(line)), None)
+        if reason is not None:
+            return reason[:500], path
+        if lines and fallback is None:
+            fallback = lines[-1][:500], path
+    return fallback
 
 
 @register
@@ -113,19 +198,17 @@ class SlurmBackend(Backend):
         """Dry run: the exact scripts a submission would use, nothing submitted."""
         written = []
         for number, group in enumerate(split_groups(groups, read_limits().max_array_size)):
-            job_name = f"dnnbench-{paths.root.name}-dryrun{number}"
-            cells_file = paths.jobs / f"{job_name}.cells.json"
+            name = job_name(paths.root, f"dryrun{number}")
+            cells_file = paths.jobs / f"{name}.cells.json"
             out_dirs = [str(paths.cell(c.cell_id).attempt(0)) for c in group.cells]
-            written.append(self._write(paths, group, job_name, cells_file, out_dirs))
+            written.append(self._write(paths, group, name, cells_file, out_dirs))
         return written
 
-    def _write(
-        self, paths: SweepPaths, group: ShapeGroup, job_name: str, cells_file: Path, out_dirs: list[str]
-    ) -> Path:
+    def _write(self, paths: SweepPaths, group: ShapeGroup, name: str, cells_file: Path, out_dirs: list[str]) -> Path:
         paths.jobs.mkdir(parents=True, exist_ok=True)
-        script = render_script(paths, group, job_name, cells_file, self.cluster)
+        script = render_script(paths, group, name, cells_file)
         cells_file.write_text(json.dumps([[c.cell_file, o] for c, o in zip(group.cells, out_dirs, strict=True)]))
-        script_path = paths.jobs / f"{job_name}.sh"
+        script_path = paths.jobs / f"{name}.sh"
         script_path.write_text(script)
         return script_path
 
@@ -141,7 +224,7 @@ class SlurmBackend(Backend):
         limits = read_limits()
         groups = split_groups(groups, limits.max_array_size)
         for group in groups:  # every script renders (and is checked) before the first sbatch
-            render_script(paths, group, "check", paths.jobs / "check.cells.json", self.cluster)
+            render_script(paths, group, "check", paths.jobs / "check.cells.json")
         outcome = SubmitOutcome()
         room = limits.room
         for index, whole in enumerate(groups):
@@ -154,18 +237,18 @@ class SlurmBackend(Backend):
             group = ShapeGroup(whole.shape, whole.cells[:fits])
             if room is not None:
                 room -= fits
-            job_name = f"dnnbench-{paths.root.name}-{uuid.uuid4().hex[:10]}"
-            cells_file = paths.jobs / f"{job_name}.cells.json"
-            script_path = paths.jobs / f"{job_name}.sh"
+            name = job_name(paths.root, uuid.uuid4().hex[:10])
+            cells_file = paths.jobs / f"{name}.cells.json"
+            script_path = paths.jobs / f"{name}.sh"
             submission, attempts = ledger.begin_submission(
-                job_name, self.name, group.shape.describe(), [c.cell_id for c in group.cells], str(script_path)
+                name, self.name, group.shape.describe(), [c.cell_id for c in group.cells], str(script_path)
             )
             out_dirs = [str(paths.cell(c.cell_id).attempt(a)) for c, a in zip(group.cells, attempts, strict=True)]
-            self._write(paths, group, job_name, cells_file, out_dirs)
-            result = _run(["sbatch", "--parsable", str(script_path)])
+            self._write(paths, group, name, cells_file, out_dirs)
+            result = _run(["sbatch", "--parsable", "--", str(script_path)])
             if result is None:  # no answer: the job may exist; the next run asks Slurm by job name
                 raise SubmissionError(
-                    f"sbatch did not answer in {CALL_TIMEOUT_S} s for {script_path} (job name {job_name}); "
+                    f"sbatch did not answer in {CALL_TIMEOUT_S} s for {script_path} (job name {name}); "
                     "rerun the same command: it asks Slurm whether that job exists before submitting the rest"
                 )
             if result.returncode != 0:
@@ -187,25 +270,48 @@ class SlurmBackend(Backend):
         return outcome
 
     def resolve_pending(self, ledger: Ledger) -> None:
-        """A crash between the ledger write and sbatch's answer: ask Slurm by job name."""
-        for row in ledger.submissions("submitting"):
-            job_id = self._find_job_by_name(row["job_name"])
-            if job_id is not None:
-                ledger.finish_submission(row["submission_id"], job_id, "submitted", "recovered by job name")
+        """A crash between the ledger write and sbatch's answer: ask Slurm by job name.
+
+        "Never submitted" needs evidence: sacct knows no such job, or squeue answered without it
+        and none of its cells left an attempt folder (a job that started makes one; a queued one
+        is in squeue). Without either the row stays unconfirmed and this command stops: guessing
+        would submit the cells a second time beside a job that may be running.
+        """
+        paths = SweepPaths(ledger.path.parent)  # the ledger lives at the top of its sweep folder
+        for row in ledger.submissions("submitting", self.name):
+            submission = row["submission_id"]
+            found, sacct_says_none, squeue_says_none = self._find_job_by_name(row["job_name"])
+            started = any(
+                paths.cell(cell).attempt(attempt).exists() for cell, attempt, _ in ledger.submission_cells(submission)
+            )
+            if found is not None:
+                ledger.finish_submission(submission, found, "submitted", "recovered by job name")
+            elif sacct_says_none or (squeue_says_none and not started):
+                ledger.finish_submission(submission, None, "refused", "never reached Slurm")
+            elif started:
+                ledger.finish_submission(submission, None, "submitted", "ran (attempt folders exist); job id unknown")
             else:
-                ledger.finish_submission(row["submission_id"], None, "refused", "never reached Slurm")
+                raise SubmissionError(
+                    f"cannot tell whether job {row['job_name']} reached Slurm (squeue and sacct did not answer): "
+                    "nothing was submitted; run the command again when Slurm answers"
+                )
 
     @staticmethod
-    def _find_job_by_name(job_name: str) -> str | None:
+    def _find_job_by_name(job_name: str) -> tuple[str | None, bool, bool]:
+        """(job id of ``job_name`` or None, sacct answered without it, squeue answered without it)."""
+        says_none = {"squeue": False, "sacct": False}
         for argv in (
             ["squeue", "-h", "--name", job_name, "-o", "%F"],
             ["sacct", "-n", "-X", "-P", "--name", job_name, "-o", "JobID", "-S", "now-30days"],
         ):
             result = _run(argv)
-            if result is not None and result.returncode == 0:
-                for line in result.stdout.split():
-                    return line.split("_")[0]
-        return None
+            # sacct without its database prints an error and exits 0 with no rows: no answer.
+            if result is None or result.returncode != 0 or result.stderr.strip():
+                continue
+            for line in result.stdout.split():
+                return line.split("_")[0], False, False
+            says_none[argv[0]] = True
+        return None, says_none["sacct"], says_none["squeue"]
 
     def query(self, keys: list[str]) -> dict[str, SchedulerState]:
         if not keys:
