@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis import confounds
+from analysis import confounds, energy_figure, stragglers
 from analysis.errors import AnalysisError
 from orchestrator.paths import CELLS_DIR, RESULTS_DIR, SweepPaths
 
@@ -60,6 +60,7 @@ def aggregate(
     report: bool = True,
     progress: bool = True,
     workers: int | None = None,
+    straggler_threshold: float = stragglers.DEFAULT_THRESHOLD,
 ) -> Aggregated:
     """Tables (+ figures and report.html) for ``paths`` under ``out``."""
     from analysis.outputs import write_tables
@@ -69,10 +70,12 @@ def aggregate(
     done.written += write_tables(target, done.results, done.loaded, done.warnings)
     (target / ENVIRONMENTS_FILE).write_text(json.dumps(done.environments, indent=1, default=str))
     done.written.append(target / ENVIRONMENTS_FILE)
+    done.written.append(stragglers.write(target, done.loaded.ranks, straggler_threshold))
     if figures:
         from analysis.figures import write_figures
 
         done.written += write_figures(target, done.results, done.stages, done.warnings)
+        done.written += energy_figure.write(target, done.results, done.warnings)
     if report:
         from analysis.report import write_report
 

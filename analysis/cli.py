@@ -1,4 +1,4 @@
-"""The analysis subcommands of ``dnnbench``: aggregate, plot, report, compare, pull.
+"""The analysis subcommands of ``dnnbench``: aggregate, plot, report, compare, check, pull.
 
 A thin layer over :mod:`analysis.aggregate` and friends. ``orchestrator/cli.py`` calls
 :func:`add_parsers`; every handler returns an exit code and raises
@@ -9,11 +9,13 @@ Nothing here imports torch, submitit or hydra.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from analysis.errors import AnalysisError, NoResultsError
+from orchestrator.errors import ExitCode
 
 _MAX_LISTED = 20
 
@@ -58,18 +60,56 @@ def _check_inputs(paths: list[str], *, results: bool) -> None:
 
 
 def aggregate_command(
-    paths: list[str], out: str | None, *, figures: bool = True, progress: bool = True, workers: int | None = None
+    paths: list[str],
+    out: str | None,
+    *,
+    figures: bool = True,
+    progress: bool = True,
+    workers: int | None = None,
+    straggler_threshold: float | None = None,
+    reference: str | None = None,
 ) -> int:
-    """Aggregate sweeps into tables, figures and report.html; 0 when there are results."""
+    """Aggregate sweeps into tables, figures and report.html; 0 when there are results.
+
+    ``reference``: a reference file, read and validated before any sweep is: its values are
+    drawn on reference.png, listed in reference_check.csv and in the report.
+    """
     from analysis.aggregate import aggregate, default_out
 
+    references = _read_references(reference) if reference else None
     _check_inputs(paths, results=False)
     target = Path(out) if out else default_out(paths)
-    done = aggregate(paths, target, figures=figures, report=figures, progress=progress, workers=workers)
+    extra = {} if straggler_threshold is None else {"straggler_threshold": straggler_threshold}
+    done = aggregate(paths, target, figures=figures, report=figures, progress=progress, workers=workers, **extra)
     _summarize(done, target)
     if done.results.empty:
         raise NoResultsError(f"no complete cell in {', '.join(paths)}: see {target}/incomplete.csv")
+    if references is not None:
+        _write_reference_outputs(target, done, references, figures=figures)
     return 0
+
+
+def _read_references(path: str) -> Any:
+    from analysis.references import read_references
+
+    return read_references(path)
+
+
+def _write_reference_outputs(target: Path, done: Any, references: Any, *, figures: bool) -> None:
+    """reference_check.csv, reference.png/.svg and report.html again, now with its reference section."""
+    from analysis.references import check
+
+    table = check(done.results, references)
+    table.to_csv(target / "reference_check.csv", index=False)
+    written = [target / "reference_check.csv"]
+    if figures:
+        from analysis.figures import write_reference_figure
+        from analysis.report import add_reference_section
+
+        written += write_reference_figure(target, done.results, references)
+        written.append(add_reference_section(target / "report.html", table, target / "reference.png"))
+    passed, failed = (table["status"] == "pass").sum(), (table["status"] == "fail").sum()
+    _say(f"Reference: {passed} check(s) pass, {failed} fail; wrote " + ", ".join(p.name for p in written))
 
 
 def plot_command(paths: list[str], out: str | None = None) -> int:
@@ -113,27 +153,136 @@ def report_command(paths: list[str], out: str | None = None) -> int:
     return aggregate_command(paths, out)
 
 
-def compare_command(a: str, b: str, out: str | None = None) -> int:
-    """Per-configuration throughput ratio B/A with significance (95 % CIs overlap or not)."""
+def _compared(a: str, b: str) -> tuple[Any, list[str]]:
+    """The comparison table of A and B, and the environment fields that differ between matched rows."""
     from analysis.aggregate import load_any
-    from analysis.compare import compare, markdown
+    from analysis.compare import compare, environment_fields
 
     _check_inputs([a, b], results=True)
     first, second = load_any(a), load_any(b)
     if first.results.empty or second.results.empty:
         raise NoResultsError(f"no results in {a if first.results.empty else b}")
     table = compare(first.results, second.results)
+    return table, environment_fields(table, first.environments, second.environments)
+
+
+def _say_confounds(table: Any, fields: list[str]) -> None:
+    if not table["environment_differs"].any():
+        return
+    _say(
+        "\nConfound: some matched rows ran in different environments (environment_hash differs)"
+        + (": " + "; ".join(fields) if fields else "; see each side's report for the fields.")
+    )
+
+
+def compare_command(a: str, b: str, out: str | None = None, fail_below: float | None = None) -> int:
+    """Per-configuration throughput ratio B/A, its 95 % CI (Fieller) and significance (CIs overlap or not).
+
+    ``fail_below``: exit CHECK_FAILED when a row's whole ratio CI lies below it.
+    """
+    from analysis.compare import below, markdown
+
+    if fail_below is not None and not (math.isfinite(fail_below) and fail_below > 0):
+        raise AnalysisError(f"--fail-below must be a positive ratio such as 0.95, got {fail_below}")
+    table, fields = _compared(a, b)
     _say(f"A = {a}\nB = {b}\n")
     _say(markdown(table))
-    if table["environment_differs"].any():
-        _say(
-            "\nConfound: some matched rows ran in different environments (environment_hash "
-            "differs); see each side's report for the fields."
-        )
+    _say_confounds(table, fields)
     if out:
         table.to_csv(out, index=False)
         _say(f"\nWrote {out}")
-    return 0
+    if fail_below is None:
+        return 0
+    failing = below(table, fail_below)
+    if failing.empty:
+        _say(f"\nNo row's B/A 95% CI lies below {fail_below:g}.")
+        return 0
+    _say(f"\n{len(failing)} row(s) with the whole B/A 95% CI below {fail_below:g}:")
+    for r in failing.itertuples(index=False):
+        _say(f"  {_row_name(r)}: {r.ratio_ci95_low:.3f} – {r.ratio_ci95_high:.3f}")
+    return int(ExitCode.CHECK_FAILED)
+
+
+def _row_name(r: Any) -> str:
+    return f"{r.framework} {r.model} batch {r.batch_size} × {r.world_size} {r.phase}"
+
+
+def parse_drop(text: str) -> float:
+    """``5%`` or ``0.05`` → 0.05; anything else (``5``, ``-1%``, ``100%``) is an AnalysisError."""
+    stripped = text.strip()
+    try:
+        value = float(stripped.removesuffix("%")) / (100 if stripped.endswith("%") else 1)
+    except ValueError:
+        raise AnalysisError(f"--max-drop must look like 5% or 0.05, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise AnalysisError(f"--max-drop must be from 0 up to (not including) 100% (5% or 0.05), got {text!r}")
+    return value
+
+
+def check_command(path: str, reference: str | None = None, baseline: str | None = None, max_drop: str = "5%") -> int:
+    """Gate a sweep: against a reference file, and/or against a baseline sweep's throughput.
+
+    Exit 0 when every checked row passes, CHECK_FAILED (7) when any fails; bad input (a bad
+    reference file, a bad --max-drop, neither --reference nor --baseline) is an error (exit 1)
+    before any sweep is read.
+    """
+    if reference is None and baseline is None:
+        raise AnalysisError("check needs --reference FILE, --baseline OTHER_SWEEP, or both")
+    references = _read_references(reference) if reference else None
+    drop = parse_drop(max_drop) if baseline else 0.0
+    _check_inputs([path, *([baseline] if baseline else [])], results=True)
+    failed = False
+    if references is not None:
+        failed |= _check_reference(path, references)
+    if baseline is not None:
+        failed |= _check_baseline(path, baseline, drop)
+    _say("\nFAILED" if failed else "\nPASSED")
+    return int(ExitCode.CHECK_FAILED) if failed else 0
+
+
+def _check_reference(path: str, references: Any) -> bool:
+    from analysis.aggregate import load_any
+    from analysis.references import check, markdown, unmatched
+
+    results = load_any(path).results
+    if results.empty:
+        raise NoResultsError(f"no results in {path}")
+    table = check(results, references)
+    counts = table["status"].value_counts()
+    _say(f"Reference check of {path}:\n")
+    _say(markdown(table))
+    missed = unmatched(results, references)
+    _say(
+        f"\n{counts.get('pass', 0)} pass, {counts.get('fail', 0)} fail, {counts.get('no reference', 0)} result "
+        f"row(s) without a reference; {len(missed)} reference row(s) name a configuration this sweep did not run."
+    )
+    return bool(counts.get("fail", 0))
+
+
+def _baseline_verdict(r: Any, gate: float) -> tuple[str, str]:
+    if r.significant.startswith("only in"):
+        return ("no baseline" if r.significant == "only in B" else "not rerun"), ""
+    if r.ratio_ci95_high != r.ratio_ci95_high:
+        return "no interval (fewer than 2 values)", f" B/A {r.ratio:.3f}"
+    ci = f" B/A {r.ratio:.3f}, 95% CI {r.ratio_ci95_low:.3f} – {r.ratio_ci95_high:.3f}"
+    return ("FAIL" if r.ratio_ci95_high < gate else "pass"), ci
+
+
+def _check_baseline(path: str, baseline: str, drop: float) -> bool:
+    table, fields = _compared(baseline, path)
+    gate = 1 - drop
+    _say(
+        f"\nThroughput against the baseline (A = {baseline}, B = {path}); a row fails when its whole "
+        f"B/A 95% CI lies below {gate:g}:\n"
+    )
+    failed = False
+    for r in table.itertuples(index=False):
+        verdict, ci = _baseline_verdict(r, gate)
+        failed |= verdict == "FAIL"
+        env = " [environment differs]" if r.environment_differs else ""
+        _say(f"  {verdict:<5} {_row_name(r)}{ci}{env}")
+    _say_confounds(table, fields)
+    return failed
 
 
 def pull_command(remote: str, dest: str, include_logs: bool = False) -> int:
@@ -141,6 +290,12 @@ def pull_command(remote: str, dest: str, include_logs: bool = False) -> int:
     from analysis.pull import pull
 
     return pull(remote, dest, include_logs)
+
+
+def _straggler_threshold(text: str) -> float:
+    from analysis.stragglers import parse_threshold
+
+    return parse_threshold(text)
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -166,9 +321,23 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--no-figures", action="store_true", help="tables only (no figures, report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=None, help="processes reading dumps (default: CPU count, max 8)")
+    p.add_argument(
+        "--straggler-threshold",
+        type=_straggler_threshold,
+        default=None,
+        metavar="FRACTION",
+        help="a rank straggles above its cell's median step time by more than this (default 10%%)",
+    )
+    p.add_argument("--reference", metavar="FILE", help="reference values (CSV/YAML) to draw and list in the report")
     p.set_defaults(
         func=lambda ns: aggregate_command(
-            ns.paths, ns.out, figures=not ns.no_figures, progress=not ns.no_progress, workers=ns.workers
+            ns.paths,
+            ns.out,
+            figures=not ns.no_figures,
+            progress=not ns.no_progress,
+            workers=ns.workers,
+            straggler_threshold=ns.straggler_threshold,
+            reference=ns.reference,
         )
     )
 
@@ -198,14 +367,35 @@ def add_parsers(subparsers: Any) -> None:
         "compare",
         help="two sweeps or result tables: ratio B/A and significance",
         formatter_class=_formatter,
-        description="Match configurations of A and B and print throughput B/A; significant\n"
-        "means the two 95% CIs do not overlap.\n\n"
-        "Example:\n  dnnbench compare runs/torch24/results runs/torch25/results",
+        description="Match configurations of A and B and print throughput B/A with its 95% CI\n"
+        "(Fieller's method, over repeats or timed steps); significant means the two\n"
+        "95% CIs do not overlap.\n\n"
+        "Example:\n  dnnbench compare runs/torch24/results runs/torch25/results --fail-below 0.95",
     )
     p.add_argument("a", metavar="A", help="sweep folder, results folder or results table")
     p.add_argument("b", metavar="B", help="sweep folder, results folder or results table")
     p.add_argument("--out", help="also write the comparison as CSV")
-    p.set_defaults(func=lambda ns: compare_command(ns.a, ns.b, ns.out))
+    p.add_argument(
+        "--fail-below", type=float, metavar="R", help="exit 7 when a row's whole B/A 95%% CI lies below R (e.g. 0.95)"
+    )
+    p.set_defaults(func=lambda ns: compare_command(ns.a, ns.b, ns.out, ns.fail_below))
+
+    p = subparsers.add_parser(
+        "check",
+        help="gate a sweep against reference values or a baseline sweep (exit 7 on a miss)",
+        formatter_class=_formatter,
+        description="Per result row: pass / fail / no reference against a reference file\n"
+        '(docs/metrics.md, "Reference files"), and/or fail rows whose throughput fell\n'
+        "significantly against a baseline sweep (whole B/A 95% CI below 1 - max drop).\n"
+        "Exit 0: every row passed; 7: a row failed; 1: bad input.\n\n"
+        "Example:\n  dnnbench check runs/sweep1 --reference docs/reference/thesis_resnet50.csv\n"
+        "  dnnbench check runs/after_upgrade --baseline runs/before_upgrade --max-drop 5%",
+    )
+    p.add_argument("path", metavar="SWEEP", help="sweep folder, results folder or results table")
+    p.add_argument("--reference", metavar="FILE", help="reference file (CSV or YAML)")
+    p.add_argument("--baseline", metavar="OTHER_SWEEP", help="sweep or results to compare throughput with")
+    p.add_argument("--max-drop", default="5%", help="largest tolerated throughput drop vs the baseline (default 5%%)")
+    p.set_defaults(func=lambda ns: check_command(ns.path, ns.reference, ns.baseline, ns.max_drop))
 
     p = subparsers.add_parser(
         "pull",
@@ -239,6 +429,7 @@ __all__ = [
     "AnalysisError",
     "add_parsers",
     "aggregate_command",
+    "check_command",
     "compare_command",
     "main",
     "plot_command",

@@ -23,6 +23,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from analysis import per_config
+
 OTHER_CPUS_BUSY = 0.5
 STEAL_BUSY = 0.05
 NODE_FILES = "colocation_node*.json"
@@ -112,23 +114,11 @@ def phase_columns(docs: list[dict[str, Any]], attempt_dir: Path, phase: str) -> 
     return row
 
 
-def _join(values: Any) -> str:
-    return " | ".join(dict.fromkeys(str(v) for v in values if isinstance(v, str) and v))
-
-
 def attach(results: Any, cells: Any) -> Any:
     """Add :data:`COLUMNS` to the results: over a configuration's repeats, the busiest value and
     every distinct ``busy`` text."""
-    results = results.copy()
-    keys = ["sweep", "config_key", "phase"]
-    if results.empty or cells.empty or not set(COLUMNS) <= set(cells.columns):
-        for column in COLUMNS:
-            results[column] = "" if column == "busy" else math.nan
-        return results
-    numeric = {c: "max" for c in COLUMNS if c != "busy"}
-    grouped = cells.groupby(keys, sort=False, dropna=False).agg({**numeric, "busy": _join}).reset_index()
-    results = results.drop(columns=[c for c in COLUMNS if c in results])
-    return results.merge(grouped, on=keys, how="left")
+    how = {c: "max" for c in COLUMNS if c != "busy"}
+    return per_config.attach(results, cells, {**how, "busy": per_config.join_texts})
 
 
 def text(value: Any) -> str:

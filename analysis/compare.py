@@ -5,23 +5,49 @@ processes, phase, any swept ``cfg.*`` knob both tables have, and the partition w
 tables span several), not on the config hash, so that the same grid run on two machines or
 two versions lines up. ``significant`` is ``yes`` when the two 95 % CIs do not overlap, ``no``
 when they do, ``unknown`` without CIs (non-overlap is a conservative test: overlapping CIs can
-still differ at the 5 % level). A row present on one side only says ``only in A`` (or ``B``)
-and nothing else: no ratio, and no environment difference.
+still differ at the 5 % level). ``ratio_ci95_low/high`` is the 95 % CI of the ratio of the two
+means (Fieller's method, :func:`analysis.stats.ratio_ci95`) over the values each side's
+``ci_basis`` names (repeats, or timed steps for a single repeat), ``ratio_ci_basis`` says which.
+A row present on one side only says ``only in A`` (or ``B``) and nothing else: no ratio, no
+interval, and no environment difference.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from analysis.stats import intervals_overlap
+from analysis.stats import intervals_overlap, ratio_ci95
 
 MATCH = ["framework", "model", "dataset", "precision", "batch_size", "world_size", "phase"]
-KEEP = ["throughput", "ci95_low", "ci95_high", "ci_basis", "n", "environment_hash", "partition"]
+KEEP = ["throughput", "mean", "std", "ci95_low", "ci95_high", "ci_basis", "n", "environment_hash", "partition"]
 
 
 def _with_partition(table: Any) -> Any:
     """Tables written before the partition column: every row on the cluster's default partition."""
     return table if "partition" in table.columns else table.assign(partition="")
+
+
+def _row_ratio_ci(row: Any) -> tuple[float, float, str]:
+    if row.presence != "both":
+        return math.nan, math.nan, ""
+    ci = ratio_ci95(row.mean_a, row.std_a, int(row.n_a), row.mean_b, row.std_b, int(row.n_b))
+    if ci is None:
+        return math.nan, math.nan, "none"
+    basis = row.ci_basis_a if row.ci_basis_a == row.ci_basis_b else f"{row.ci_basis_a}/{row.ci_basis_b}"
+    return ci[0], ci[1], basis
+
+
+def _add_ratio_ci(merged: Any) -> None:
+    cis = [_row_ratio_ci(row) for row in merged.itertuples(index=False)]
+    merged["ratio_ci95_low"] = [c[0] for c in cis]
+    merged["ratio_ci95_high"] = [c[1] for c in cis]
+    merged["ratio_ci_basis"] = [c[2] for c in cis]
+
+
+def below(table: Any, threshold: float) -> Any:
+    """Rows whose whole ratio CI lies below ``threshold`` (B significantly under threshold × A)."""
+    return table[table["ratio_ci95_high"] < threshold]
 
 
 def compare(a: Any, b: Any) -> Any:
@@ -47,10 +73,15 @@ def compare(a: Any, b: Any) -> Any:
         else:
             significant.append("unknown" if overlap is None else ("no" if overlap else "yes"))
     merged["significant"] = significant
+    _add_ratio_ci(merged)
     # A row on one side only has no environment to compare with (NaN on the other side).
     both = merged["presence"] == "both"
     merged["environment_differs"] = both & (merged["environment_hash_a"] != merged["environment_hash_b"])
     return merged.drop(columns="presence")
+
+
+def _interval(low: float, high: float) -> str:
+    return "–" if low != low else f"{low:.3f} – {high:.3f}"
 
 
 def markdown(table: Any) -> str:
@@ -63,6 +94,7 @@ def markdown(table: Any) -> str:
         "A samples/s",
         "B samples/s",
         "B/A",
+        "B/A 95% CI",
         "significant (CIs)",
         "env differs",
     ]
@@ -84,6 +116,7 @@ def markdown(table: Any) -> str:
                     num(r.throughput_a),
                     num(r.throughput_b),
                     num(r.ratio, 3),
+                    _interval(r.ratio_ci95_low, r.ratio_ci95_high),
                     r.significant,
                     "yes" if r.environment_differs else "",
                 ]
@@ -91,3 +124,27 @@ def markdown(table: Any) -> str:
             + " |"
         )
     return "\n".join(lines)
+
+
+def environment_fields(table: Any, environments_a: dict[str, Any], environments_b: dict[str, Any]) -> list[str]:
+    """The environment fields whose values differ between the two sides of the matched rows that
+    ran in different environments (``torch: 2.4.0 → 2.5.1``), for naming the confound."""
+    rows = table[table["environment_differs"]]
+    if rows.empty:
+        return []
+
+    def values(environments: dict[str, Any], hashes: Any) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for joined in hashes:
+            for h in str(joined).split(";"):
+                for key, value in (environments.get(h) or {}).items():
+                    found.setdefault(key, set()).add(str(value))
+        return found
+
+    a = values(environments_a, rows["environment_hash_a"])
+    b = values(environments_b, rows["environment_hash_b"])
+    return [
+        f"{key}: {', '.join(sorted(a.get(key, {'–'})))} → {', '.join(sorted(b.get(key, {'–'})))}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key) != b.get(key)
+    ]

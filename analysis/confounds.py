@@ -79,6 +79,9 @@ def flag(results: Any, environments: dict[str, Environment]) -> Any:
         busy = colocation.text(getattr(row, "busy", ""))
         if busy:
             notes.append("measured beside other work: " + busy)
+        short = colocation.text(getattr(row, "allocation", ""))
+        if short:
+            notes.append("given less than it asked for: " + short)
         flags.append("; ".join(notes))
     results["confound"] = flags
     return results
@@ -104,4 +107,10 @@ def summary(results: Any, environments: dict[str, Environment]) -> list[str]:
         sentences.append(f"Confound: partition (the kind of node) differs between compared cells: {listed}.")
     if any(results.get("rank_environments_differ", [""] * len(results)).astype(bool)):
         sentences.append("Confound: some cells ran with different environments on different ranks.")
+    short = [v for v in results.get("allocation", []) if colocation.text(v)]
+    if short:
+        sentences.append(
+            f"Confound: {len(short)} rows had ranks given less than their cell asked for (fewer CPUs than "
+            "threads, no GPU, Horovod without NCCL on a GPU): see the allocation column."
+        )
     return sentences + colocation.summary(results)

@@ -237,16 +237,83 @@ def write_figures(out: Path, results: Any, stages: Any, warnings: list[str]) -> 
         "memory": memory_figure(results, warnings),
         "stage_balance": stage_balance_figure(stages, warnings),
     }
+    return [path for name, fig in figures.items() for path in save_figure(fig, out, name)]
+
+
+def save_figure(fig: Any, out: Path, name: str) -> list[Path]:
+    """``out/<name>.png`` and ``.svg`` of ``fig`` (closed after); [] when there is no figure."""
+    if fig is None:
+        return []
+    import matplotlib.pyplot as plt
+
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fig in figures.items():
-        if fig is None:
-            continue
-        for fmt in FORMATS:
-            path = out / f"{name}.{fmt}"
-            fig.savefig(path, dpi=120, bbox_inches="tight")
-            written.append(path)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+    for fmt in FORMATS:
+        path = out / f"{name}.{fmt}"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        written.append(path)
+    plt.close(fig)
     return written
+
+
+def reference_figure(results: Any, references: list[Any]) -> Any:
+    """Reference values (dashed, ×) against this run's values (solid, ●) of the same metrics, one
+    panel per metric and phase, x = processes; the caption names each reference's source and what
+    was measured (models, devices), so a GPU reference beside a CPU-scale run says so."""
+    from analysis.references import UNITS
+
+    panels = list(dict.fromkeys((ref.metric, ref.keys["phase"]) for ref in references))
+    if not panels:
+        return None
+    plt = _setup()
+    colors = framework_colors([*results["framework"], *(ref.keys["framework"] for ref in references)])
+    fig, axes = _grid(plt, [0], panels)
+    for j, (metric, phase) in enumerate(panels):
+        ax = axes[0][j]
+        chosen = [ref for ref in references if ref.metric == metric and ref.keys["phase"] == phase]
+        for framework in dict.fromkeys(ref.keys["framework"] for ref in chosen):
+            refs = sorted((r for r in chosen if r.keys["framework"] == framework), key=_processes)
+            ax.plot([int(r.keys["processes"]) for r in refs], [r.value for r in refs], linestyle="--", marker="x",
+                    color=colors[framework], label=f"{framework} reference")  # fmt: skip
+            measured = results[(results["framework"] == framework) & (results["phase"] == phase)]
+            _measured_lines(ax, measured, metric, colors[framework], framework)
+        ax.set_title(f"{metric} — {phase}")
+        ax.set_xlabel("processes (GPUs)")
+        ax.set_ylabel(UNITS[metric])
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(sorted({*(int(r.keys["processes"]) for r in chosen), *results["world_size"].astype(int)}))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.suptitle("Reference values (dashed ×) vs this run (solid ●)")
+    fig.tight_layout()
+    _caption(fig, _reference_caption(results, references))
+    return fig
+
+
+def _processes(ref: Any) -> int:
+    return int(ref.keys["processes"])
+
+
+def _measured_lines(ax: Any, measured: Any, metric: str, color: Any, framework: str) -> None:
+    """This run's value of ``metric`` per model and batch size, against processes."""
+    from analysis.references import METRICS
+
+    for (model, batch), rows in measured.groupby(["model", "batch_size"], sort=True):
+        rows = rows.sort_values("world_size")
+        values = [METRICS[metric][1](row) for row in rows.itertuples(index=False)]
+        if any(v == v for v in values):
+            ax.plot(rows["world_size"], values, marker="o", color=color,
+                    label=f"{framework} measured ({model}, batch {batch})")  # fmt: skip
+
+
+def _reference_caption(results: Any, references: list[Any]) -> list[str]:
+    ref_models = ", ".join(sorted({ref.keys["model"] for ref in references}))
+    devices = ", ".join(sorted({str(d) for d in results.get("device_type", [])})) or "unknown"
+    models = ", ".join(sorted({str(m) for m in results["model"]}))
+    lines = [f"Reference ({ref_models}): {source}" for source in dict.fromkeys(ref.source for ref in references)]
+    return [*lines, f"Measured here: {models} on {devices}."]
+
+
+def write_reference_figure(out: Path, results: Any, references: list[Any]) -> list[Path]:
+    """reference.png and reference.svg; [] when no reference row names a metric to draw."""
+    return save_figure(reference_figure(results, references), out, "reference")

@@ -22,13 +22,14 @@ import hashlib
 import json
 import math
 import os
+import statistics
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis import colocation
+from analysis import allocation, colocation
 from analysis.errors import AnalysisError
 from analysis.stats import summarize
 from jobs import schema
@@ -297,8 +298,41 @@ def _phase_row(docs: list[dict[str, Any]], phase: str) -> tuple[dict[str, Any], 
         "accuracy": sum(correct) / sum(evaluated) if evaluated and sum(evaluated) else math.nan,
         "evaluated": sum(evaluated) if evaluated else 0,
         "loss": math.fsum(losses) / len(losses) if losses else math.nan,
+        **energy_columns(docs, phase, samples),
     }
     return row, None
+
+
+def energy_columns(docs: list[dict[str, Any]], phase: str, samples: int) -> dict[str, Any]:
+    """``energy_j`` of a cell's phase: every rank's GPU plus each host's CPU package once (the
+    package counter covers the node, so ranks sharing a host read the same joules); NaN with
+    ``energy_reason`` where no counter was read. ``energy_sources`` names what was summed."""
+    gpu = [(d["phases"][phase].get("energy") or {}).get("gpu_j") for d in docs]
+    per_host: dict[str, float] = {}
+    reasons: set[str] = set()
+    for doc in docs:
+        energy = doc["phases"][phase].get("energy") or {}
+        host = str(doc["environment"].get("hostname"))
+        if energy.get("cpu_package_j") is not None:
+            per_host[host] = max(per_host.get(host, 0.0), energy["cpu_package_j"])
+        reasons.update(str(energy[k]) for k in ("gpu_reason", "cpu_reason") if energy.get(k))
+        if not energy:
+            reasons.add("not recorded (dump written before energy was measured)")
+    sources = (["gpu"] if all(j is not None for j in gpu) else []) + (["cpu_package"] if per_host else [])
+    if not sources:
+        reason = _joined(reasons)
+        return {"energy_j": math.nan, "samples_per_j": math.nan, "energy_sources": "", "energy_reason": reason}
+    joules = (math.fsum(gpu) if "gpu" in sources else 0.0) + math.fsum(per_host.values())
+    return {
+        "energy_j": joules,
+        "samples_per_j": samples / joules if joules > 0 else math.nan,
+        "energy_sources": "+".join(sources),
+        "energy_reason": "",
+    }
+
+
+def _joined(reasons: set[str]) -> str:
+    return "; ".join(sorted(reasons))
 
 
 def _stage_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -394,6 +428,7 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         "environment_hash": schema.environment_hash(environment),
         "rank_environments_differ": _rank_env_difference(docs) if len(hashes) > 1 else "",
         "timeline": _timeline(path / f"attempt_{attempt}", first),
+        **allocation.cell_columns(docs, config),  # what each rank was given against what the cell asked
     }
     rows = []
     for phase in schema.PHASES:
@@ -401,6 +436,9 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         if error:
             cell.problem(attempt, error)
             return
+        # The split's size (extra.data.<phase>_samples) turns throughput into seconds per epoch.
+        split = ((first.get("extra") or {}).get("data") or {}).get(f"{phase}_samples")
+        row["split_samples"] = split if isinstance(split, int) and not isinstance(split, bool) else None
         rows.append({**base, **row, **colocation.phase_columns(docs, path / f"attempt_{attempt}", phase)})
     cell.rows = rows
     cell.ranks = [
@@ -410,6 +448,11 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
             "phase": phase,
             "rank": d["rank"],
             "node_rank": d["node_rank"],
+            "local_rank": d["local_rank"],
+            "node": node_name(d["environment"]),
+            "hostname": str(d["environment"].get("hostname", "")),
+            "device_index": d["environment"].get("device_index"),
+            "step_median_s": _median(d["phases"][phase]["step_times_s"]),
             "counts_samples": d["counts_samples"],
             "memory_kind": d["memory_kind"],
             "throughput": d["phases"][phase]["throughput_samples_per_s"],
@@ -432,6 +475,17 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         }
         for stage in _stage_rows(docs)
     ]
+
+
+def node_name(environment: dict[str, Any]) -> str:
+    """The Slurm node a rank ran on (what ``sbatch --exclude`` takes), else its host name."""
+    slurm = environment.get("slurm")
+    named = slurm.get("SLURMD_NODENAME") if isinstance(slurm, dict) else None
+    return str(named or environment.get("hostname", ""))
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
 
 
 def _rank_env_difference(docs: list[dict[str, Any]]) -> str:

@@ -1,7 +1,7 @@
 """report.html: one self-contained page (figures inlined as base64 PNG, no scripts).
 
-Sections: confound warnings, results table, how busy the nodes were, figures with
-captions, environment summary, incomplete cells and notes.
+Sections: confound warnings, results table, how busy the nodes were, stragglers, energy,
+figures with captions, environment summary, incomplete cells and notes.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _CAPTIONS = {
     "batch size (dotted: ideal), and scaling efficiency = speedup / processes.",
     "memory": "Peak memory per process, the maximum over ranks.",
     "stage_balance": "Pipeline stages: predicted vs measured time per stage.",
+    "energy": "Samples per joule vs processes (rows with a readable energy counter only; see the Energy table).",
 }
 
 
@@ -95,6 +96,24 @@ def load_table(results: Any) -> str:
     return "<table>" + "\n".join(rows) + "</table>"
 
 
+def allocation_table(results: Any) -> str:
+    """What each row's ranks were given, and what fell short of the cell's ask (analysis/allocation.py)."""
+    given = ["cpus_per_rank", "gpus_per_rank"]
+    if results.empty or not set(given) <= set(results.columns) or results[given].isna().all().all():
+        return "<p>Not recorded for these cells (noop cells, or measured before dnnbench recorded it).</p>"
+    head = ["sweep", "framework", "model", "procs", "phase", "CPUs per rank (fewest)",
+            "GPUs per rank (fewest)", "Horovod NCCL", "given less than asked"]  # fmt: skip
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    for row in results[results["phase"] == "train"].itertuples(index=False):
+        cells = [f'<td class="text">{_esc(v)}</td>' for v in (row.sweep, row.framework, row.model)]
+        cells += [f"<td>{_esc(row.world_size)}</td>", f'<td class="text">{_esc(row.phase)}</td>']
+        cells += [f"<td>{_num(row.cpus_per_rank, 0)}</td>", f"<td>{_num(row.gpus_per_rank, 0)}</td>"]
+        cells.append(f'<td class="text">{_esc(colocation.text(row.horovod_nccl))}</td>')
+        cells.append(f'<td class="text confound">{_esc(colocation.text(row.allocation))}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table>" + "\n".join(rows) + "</table>"
+
+
 def environment_table(results: Any, environments: dict[str, dict[str, Any]]) -> str:
     used = [
         h for h in dict.fromkeys(h for value in results.get("environment_hash", []) for h in str(value).split(";") if h)
@@ -136,6 +155,61 @@ def timeline_list(timelines: list[tuple[str, str]]) -> str:
     )
 
 
+def energy_table(results: Any) -> str:
+    """Joules per phase and samples per joule (analysis/load.py: energy_columns), or why there are none."""
+    if results.empty or "energy_j" not in results:
+        return "<p>Not recorded for these results (written before dnnbench measured energy).</p>"
+    head = ["sweep", "framework", "model", "procs", "phase", "energy J", "samples/J", "why unmeasured"]
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    for row in results.itertuples(index=False):
+        reason = getattr(row, "energy_reason", "")
+        cells = [f'<td class="text">{_esc(v)}</td>' for v in (row.sweep, row.framework, row.model)]
+        cells += [f"<td>{_esc(row.world_size)}</td>", f'<td class="text">{_esc(row.phase)}</td>']
+        cells += [f"<td>{_num(row.energy_j, 1)}</td>", f"<td>{_num(row.samples_per_j, 2)}</td>"]
+        cells += [f'<td class="text">{_esc("" if reason != reason else reason)}</td>']
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table>" + "\n".join(rows) + "</table>"
+
+
+def straggler_section(table: Any) -> str:
+    """stragglers.csv as two tables: the slow ranks, then every node's counts."""
+    if table is None or table.empty:
+        return "<p>No straggling rank (or no cell with more than one timed rank).</p>"
+    ranks, nodes = table[table["kind"] == "rank"], table[table["kind"] == "node"]
+    parts = [f"<p>{len(ranks)} straggling rank phase(s).</p>"]
+    if not ranks.empty:
+        head = ["sweep", "cell", "phase", "rank", "node", "host", "device", "median step s", "cell median s"]
+        head.append("slower by")
+        rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+        for r in ranks.itertuples(index=False):
+            text = (r.sweep, r.cell_id, r.phase, r.rank, r.node, r.hostname, r.device_index)
+            cells = [f'<td class="text">{_esc("–" if v != v else v)}</td>' for v in text]
+            cells += [f"<td>{_num(r.step_median_s, 4)}</td>", f"<td>{_num(r.cell_median_s, 4)}</td>"]
+            cells += [f"<td>{_num(100 * r.excess, 0)} %</td>"]
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("<table>" + "\n".join(rows) + "</table>")
+    head = ["sweep", "node", "host", "phase", "rank phases", "straggled", "share", "cells"]
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    for r in nodes.itertuples(index=False):
+        slow = ' class="text confound"' if r.straggled else ' class="text"'
+        cells = [f'<td class="text">{_esc(v)}</td>' for v in (r.sweep, r.node, r.hostname, r.phase)]
+        cells += [f"<td>{_num(r.rank_phases, 0)}</td>", f"<td>{_num(r.straggled, 0)}</td>"]
+        cells += [f"<td>{_num(100 * r.straggled_fraction, 0)} %</td>"]
+        cells += [f"<td{slow}>{_esc('' if r.cells != r.cells else r.cells)}</td>"]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("<table>" + "\n".join(rows) + "</table>")
+    return "\n".join(parts)
+
+
+def _read_stragglers(out: Path) -> Any:
+    import pandas as pd
+
+    from analysis.stragglers import FILE
+
+    path = out / FILE
+    return pd.read_csv(path) if path.exists() else None
+
+
 def _figure(path: Path, caption: str, warnings: list[str]) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     extra = "".join(f'<br><span class="confound">{_esc(w)}</span>' for w in warnings)
@@ -153,6 +227,7 @@ def render(
     figure_dir: Path,
     title: str = "dnnbench report",
     timelines: list[tuple[str, str]] | None = None,
+    stragglers: Any = None,
 ) -> str:
     """The whole page as a string."""
     figures = [
@@ -189,6 +264,21 @@ GPUs and other Slurm jobs on its nodes. A row is flagged beside other work from
 {colocation.OTHER_CPUS_BUSY} CPUs of other processes or {100 * colocation.STEAL_BUSY:.0f}% steal, or
 any other GPU process or Slurm job; <code>cluster.exclusive=true</code> keeps other jobs off a cell's nodes.</p>
 {load_table(results)}
+<h2>What the ranks were given</h2>
+<p>Per row, the fewest CPUs a rank could run on (its CPU affinity) and the fewest GPUs a rank saw,
+and for Horovod the NCCL it was built with (0: none). A row is flagged when a rank had fewer CPUs
+than its threads, a GPU cell's rank saw no GPU, or Horovod reduced CUDA tensors without NCCL.</p>
+{allocation_table(results)}
+<h2>Stragglers</h2>
+<p>Ranks whose median step time exceeds their cell's median over ranks by more than the threshold
+(<code>--straggler-threshold</code>), and per node how often its ranks straggled (stragglers.csv).
+Synchronous training makes every rank wait for the slowest in each all-reduce, so in
+<em>train</em> a straggler shows only by what is left over; <em>val</em> shows it plainly.</p>
+{straggler_section(stragglers)}
+<h2>Energy</h2>
+<p>Joules of each phase's timed part: every rank's GPU (NVML) plus each node's CPU packages
+(RAPL) once; samples/J = samples / joules. Blank where no counter was readable, with the reason.</p>
+{energy_table(results)}
 <h2>Figures</h2>
 {"".join(figures) or "<p>No figures.</p>"}
 {timeline_list(timelines or [])}<h2>Environment</h2>
@@ -213,5 +303,45 @@ def write_report(
     """``timelines``: (label, path) of kept Horovod timelines, linked relative to the report."""
     path = out / "report.html"
     links = [(label, os.path.relpath(target, out)) for label, target in timelines or []]
-    path.write_text(render(results, problems, environments, warnings, figure_dir or out, timelines=links))
+    page = render(
+        results, problems, environments, warnings, figure_dir or out, timelines=links, stragglers=_read_stragglers(out)
+    )
+    path.write_text(page)
     return path
+
+
+def reference_section(table: Any, figure: Path | None) -> str:
+    """Reference vs measured per result row and metric (``analysis.references.check``'s table)."""
+    checked = table[table["status"] != "no reference"]
+    unchecked = len(table) - len(checked)
+    sources = list(dict.fromkeys(s for s in checked["source"] if s))
+    head = ["sweep", "framework", "model", "batch", "procs", "phase", "metric", "measured", "reference",
+            "allowed", "status", "source"]  # fmt: skip
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    for r in checked.itertuples(index=False):
+        style = "text" if r.status == "pass" else "text confound"
+        cells = [f'<td class="text">{_esc(v)}</td>' for v in (r.sweep, r.framework, r.model)]
+        cells += [f"<td>{_esc(v)}</td>" for v in (r.batch_size, r.processes)]
+        cells += [f'<td class="text">{_esc(v)}</td>' for v in (r.phase, r.metric)]
+        cells += [f"<td>{_num(r.measured, 3)}</td>", f"<td>{_num(r.reference, 3)}</td>"]
+        cells += [f"<td>{_num(r.low, 3)} – {_num(r.high, 3)}</td>"]
+        cells += [f'<td class="{style}">{_esc(r.status + (f" ({r.note})" if r.note else ""))}</td>']
+        cells += [f"<td>[{sources.index(r.source) + 1}]</td>"]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    body = "<table>" + "\n".join(rows) + "</table>" if len(rows) > 1 else "<p>No result row has a reference.</p>"
+    notes = "".join(f"<li>[{i}] {_esc(s)}</li>" for i, s in enumerate(sources, start=1))
+    image = _figure(figure, "Reference values vs this run; sources in the caption.", []) if figure else ""
+    return (
+        f"<h2>Reference values</h2>\n<p>Each result row against the reference file's value for its framework, "
+        f"model, processes and phase; {unchecked} row(s) without a reference are not listed.</p>\n"
+        f"{body}\n<ul>{notes}</ul>\n{image}\n"
+    )
+
+
+def add_reference_section(report: Path, table: Any, figure: Path | None) -> Path:
+    """Insert :func:`reference_section` into an existing report.html, before its environment section."""
+    page = report.read_text()
+    section = reference_section(table, figure if figure and figure.exists() else None)
+    anchor = "<h2>Environment</h2>" if "<h2>Environment</h2>" in page else "</body>"
+    report.write_text(page.replace(anchor, section + anchor, 1))
+    return report

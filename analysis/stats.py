@@ -96,3 +96,35 @@ def intervals_overlap(a_low: float, a_high: float, b_low: float, b_high: float) 
     if any(math.isnan(x) for x in (a_low, a_high, b_low, b_high)):
         return None
     return a_low <= b_high and b_low <= a_high
+
+
+def ratio_ci95(
+    mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int
+) -> tuple[float, float] | None:
+    """95 % confidence interval of ``mean_b / mean_a`` for two independent samples (Fieller).
+
+    The interval is every ρ for which ``mean_b − ρ·mean_a`` is not significantly different from
+    zero: ``(b − ρa)² ≤ t² (v_b + ρ² v_a)`` with ``v = std² / n`` (the squared standard errors).
+    ``t`` is Student's 0.975 quantile at the Welch–Satterthwaite degrees of freedom of
+    ``b − ρa`` taken at ρ = b/a, rounded down (never optimistic). Dividing the ends of the two
+    CIs would overstate the spread; this accounts for both in one interval. None when either
+    side has fewer than two values, a non-finite input, or when A's mean is not significantly
+    above zero: then the set of ρ is unbounded and no interval says anything.
+    """
+    inputs = (mean_a, std_a, mean_b, std_b)
+    if n_a < 2 or n_b < 2 or not all(math.isfinite(x) for x in inputs) or mean_a <= 0:
+        return None
+    v_a, v_b = std_a**2 / n_a, std_b**2 / n_b
+    r = mean_b / mean_a
+    if v_a == 0 and v_b == 0:
+        return r, r
+    # Welch–Satterthwaite for var(b − r·a) = v_b + r² v_a.
+    df_num = (v_b + r**2 * v_a) ** 2
+    df_den = v_b**2 / (n_b - 1) + r**4 * v_a**2 / (n_a - 1)
+    df = max(1, math.floor(df_num / df_den)) if df_den > 0 else n_a + n_b - 2
+    t2 = t_quantile_975(df) ** 2
+    lead = mean_a**2 - t2 * v_a
+    if lead <= 0:
+        return None
+    half = math.sqrt(max(mean_a**2 * mean_b**2 - lead * (mean_b**2 - t2 * v_b), 0.0))
+    return (mean_a * mean_b - half) / lead, (mean_a * mean_b + half) / lead

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analysis import colocation, confounds
+from analysis import allocation, colocation, confounds
 from analysis.stats import t_quantile_975
 
 # What a configuration is, in the order tables show it (the results table starts with these too).
@@ -75,12 +75,17 @@ def combine_repeats(cells: Any) -> Any:
         step_n=("step_n", "first"),
         seconds=("seconds", "mean"),
         samples=("samples", "mean"),
+        split_samples=("split_samples", "first"),
         timed_steps=("timed_steps", "first"),
         peak_allocated_bytes=("peak_allocated_bytes", "max"),
         peak_reserved_bytes=("peak_reserved_bytes", "max"),
         peak_rss_bytes=("peak_rss_bytes", "max"),
         accuracy=("accuracy", "mean"),
         loss=("loss", "mean"),
+        energy_j=("energy_j", "mean"),  # per repeat's phase (analysis/load.py: energy_columns)
+        samples_per_j=("samples_per_j", "mean"),
+        energy_reason=("energy_reason", _join),
+        energy_sources=("energy_sources", _join),
         environment_hash=("environment_hash", _join),
         rank_environments_differ=("rank_environments_differ", _join),
         cells=("cell_attempt", _join),
@@ -157,6 +162,7 @@ def build_results(loaded: Any) -> Any:
     results = add_scaling(results)
     results = swept_knobs(results, loaded.configs)
     results = colocation.attach(results, loaded.cells)  # how busy the nodes were: confounds flags it
+    results = allocation.attach(results, loaded.cells)  # what the ranks were given: likewise
     results = confounds.flag(results, loaded.environments)
     return results.sort_values(
         ["sweep", "phase", "framework", "model", "batch_size", "world_size"], kind="stable"

@@ -57,7 +57,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             "val": watch.measure("val", val_phase, strategy, source, cfg, probe),
         }
         digests = strategy.parameter_digests()
-        env = fingerprint()
+        env = fingerprint(device=placement.device)
         doc = schema.new_dump(
             cell_id=cell["cell_id"],
             attempt=int(cell.get("attempt", 0)),

@@ -51,6 +51,9 @@ SLURM_VARIABLES = (
     "SLURM_JOB_PARTITION",
     "SLURM_JOB_NODELIST",
     "SLURM_RESTART_COUNT",
+    # The Slurm node the rank ran on: what `--exclude` takes, and distinct where one host runs several
+    # slurmd (the dev cluster), which the host name is not.
+    "SLURMD_NODENAME",
 )
 
 
@@ -244,10 +247,26 @@ def cuda_facts() -> dict[str, Any]:
     }
 
 
-def fingerprint(extra_threads: dict[str, Any] | None = None, *, with_torch: bool = True) -> dict[str, Any]:
+def device_index(device: Any) -> int | None:
+    """The CUDA ordinal this rank trains on, as the process numbers it (inside
+    ``CUDA_VISIBLE_DEVICES``, recorded in ``resources``); None on the CPU."""
+    if getattr(device, "type", None) != "cuda":
+        return None
+    if device.index is not None:
+        return int(device.index)
+    import torch
+
+    return int(torch.cuda.current_device())
+
+
+def fingerprint(
+    extra_threads: dict[str, Any] | None = None, *, with_torch: bool = True, device: Any = None
+) -> dict[str, Any]:
     """Everything about this process's environment that a result depends on.
 
-    ``with_torch=False`` skips importing torch (CUDA details come out null).
+    ``with_torch=False`` skips importing torch (CUDA details come out null). ``device`` is the
+    rank's training device: its index goes in ``device_index``. ``hostname`` and
+    ``device_index`` say where the rank ran (stragglers are reported per host): not hashed.
     """
     threads = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     details = _torch_details() if with_torch else {"cuda": None, "cudnn": None, "nccl": None, "gpu_name": None}
@@ -265,6 +284,7 @@ def fingerprint(extra_threads: dict[str, Any] | None = None, *, with_torch: bool
         "cpu_count": os.cpu_count(),
         "gpu_driver": _gpu_driver(),
         "hostname": socket.gethostname(),
+        "device_index": device_index(device),
         "platform": platform.platform(),
         "slurm": {k: v for k in SLURM_VARIABLES if (v := os.environ.get(k)) is not None},
         "resources": rank_resources(with_torch=with_torch),

@@ -11,14 +11,29 @@ its predictions.
 from __future__ import annotations
 
 import itertools
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from jobs.data import BatchSource
+from jobs.energy import PhaseEnergy, unmeasured
 from jobs.measure import MemoryProbe, StepClock, WallClock
 from jobs.strategies.base import Strategy
+
+# Test hook: DNNBENCH_TEST_SLOW_RANK=<rank>:<seconds> makes that rank sleep inside every timed step,
+# a straggler made on purpose. An environment variable, not a config key: the cell id stays that of
+# the plain cell.
+SLOW_RANK_ENV = "DNNBENCH_TEST_SLOW_RANK"
+
+
+def _test_delay_s() -> float:
+    spec = os.environ.get(SLOW_RANK_ENV, "")
+    rank, _, seconds = spec.partition(":")
+    here = os.environ.get("RANK", os.environ.get("HOROVOD_RANK"))
+    return float(seconds) if spec and rank == here else 0.0
 
 
 def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
@@ -59,17 +74,22 @@ def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: Memory
     for batch in itertools.islice(batches, cfg.warmup_steps):  # consumes them from batches
         strategy.train_step(*_to_device(batch, device))
     strategy.barrier()
-    clock, wall = StepClock(device), WallClock(device)
+    clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)
     samples, last = 0, None
+    delay = _test_delay_s()
     wall.start()
+    energy.start()
     for _ in range(timed):
         clock.start()
+        if delay:
+            time.sleep(delay)
         result = strategy.train_step(*_to_device(next(batches), device))
         clock.stop()
         samples += result.samples
         last = result.loss
     wall_s = wall.stop()
     record = _phase_record(clock, cfg.warmup_steps, samples, wall_s, probe)
+    record["energy"] = energy.stop()
     record["loss"] = float(last.float().item()) if last is not None else None
     record["accuracy"] = record["correct"] = record["evaluated"] = None
     return record
@@ -80,12 +100,15 @@ def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryPr
     batches = iter(_timed_steps(source.val_batches(), cfg.val_steps))
     probe.reset()
     strategy.barrier()
-    clock, wall = StepClock(device), WallClock(device)
+    clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)
     correct = evaluated = samples = 0
     warmup = 0
+    delay = _test_delay_s()
     wall.start()
     for index in itertools.count():
         clock.start()  # before the fetch: as in training, a step's time includes its batch
+        if delay and index:
+            time.sleep(delay)
         batch = next(batches, None)
         if batch is None:
             break
@@ -96,11 +119,13 @@ def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryPr
             clock.discard_last()
             warmup = 1
             wall.start()
+            energy.start()
         else:
             samples += made
         correct, evaluated = correct + right, evaluated + made
     wall_s = wall.stop() if clock.steps else 0.0
     record = _phase_record(clock, warmup, samples, wall_s, probe)
+    record["energy"] = energy.stop() if warmup else unmeasured("no timed validation step")
     record["loss"] = None
     record["accuracy"] = correct / evaluated if evaluated else None
     record["correct"], record["evaluated"] = correct, evaluated

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import schema
+from jobs.energy import unmeasured
 from jobs.environment import fingerprint
 from jobs.schema import environment_hash
 
@@ -40,6 +41,7 @@ def _phase(warmup: int) -> dict[str, Any]:
         "accuracy": None,
         "correct": None,
         "evaluated": None,
+        "energy": unmeasured("a noop cell runs nothing"),
     }
 
 

@@ -116,6 +116,9 @@ _PHASE: dict[str, tuple[type | None, ...]] = {
     # Validation: predictions right and predictions made by this rank (global accuracy = sums).
     "correct": (int, None),
     "evaluated": (int, None),
+    # Joules of the timed part per counter, null with the reason where unreadable (jobs/energy.py);
+    # absent in dumps written before it was recorded.
+    "energy": (dict, None),
 }
 _MEMORY: dict[str, tuple[type | None, ...]] = {
     "kind": (str,),

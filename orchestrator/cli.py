@@ -282,7 +282,13 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
     from orchestrator.resubmit import resubmit
 
     paths = SweepPaths.existing(args.sweep_dir)
-    report = resubmit(paths, force=args.force, include_unretryable=args.include_unretryable, dry_run=args.dry_run)
+    report = resubmit(
+        paths,
+        force=args.force,
+        include_unretryable=args.include_unretryable,
+        dry_run=args.dry_run,
+        exclude_nodes=args.exclude_nodes,
+    )
     for status, why in report.skipped:
         print(f"not retried: {status.cell_id} {status.label} ({status.failure_class or status.state}): {why}")
     if not report.chosen:
@@ -388,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--force", action="append", metavar="CELL_ID", help="also rerun this cell (repeatable)")
     rs.add_argument("--include-unretryable", action="store_true", help="also retry oom/unavailable cells")
     rs.add_argument("--dry-run", action="store_true", help="say what would be resubmitted, submit nothing")
+    rs.add_argument("--exclude-nodes", metavar="NODES",
+                    help="Slurm: keep new attempts off these nodes (sbatch --exclude: node2,node[5-7])")  # fmt: skip
     rs.set_defaults(func=cmd_resubmit)
 
     env = sub.add_parser("env", help="print this machine's environment fingerprint",

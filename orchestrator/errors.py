@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     NOT_A_SWEEP = 4  # the path given is not a sweep folder (or its ledger is unreadable)
     TIMEOUT = 5  # `wait --timeout` ran out before every cell was terminal
     BUSY = 6  # another dnnbench command holds this sweep folder's lock
+    CHECK_FAILED = 7  # `check` or `compare --fail-below`: some row missed its reference or fell below the gate
     INTERRUPTED = 130  # Ctrl-C: the ledger keeps what was submitted
 
 

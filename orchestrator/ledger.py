@@ -65,6 +65,7 @@ _ADDED_COLUMNS = (
     ("submissions", "pid", "INTEGER"),  # local jobs: the job's first process …
     ("submissions", "process_start", "TEXT"),  # … its boot id and start time (pid reuse shows) …
     ("submissions", "host", "TEXT"),  # … and where it runs
+    ("submissions", "exclude_nodes", "TEXT"),  # nodes Slurm was told to avoid (resubmit --exclude-nodes)
 )
 _TABLES = ("cells", "submissions", "attempts")
 # Submissions that never started anything: not an attempt of their cells.
@@ -247,11 +248,21 @@ class Ledger:
         return int(attempt)
 
     def begin_submission(
-        self, job_name: str, backend: str, shape: str, cell_ids: list[str], script: str | None
+        self,
+        job_name: str,
+        backend: str,
+        shape: str,
+        cell_ids: list[str],
+        script: str | None,
+        exclude_nodes: str | None = None,
     ) -> tuple[int, list[int]]:
         """Record a submission about to be made; returns its id and each cell's attempt number."""
         with self.transaction() as db:
             submission_id = self._insert_submission(db, job_name, backend, shape, "submitting", script)
+            if exclude_nodes:
+                db.execute(
+                    "UPDATE submissions SET exclude_nodes = ? WHERE submission_id = ?", (exclude_nodes, submission_id)
+                )
             attempts = [self._next_attempt(db, cid, submission_id, i) for i, cid in enumerate(cell_ids)]
         fault_point("submitting")
         return submission_id, attempts

@@ -22,6 +22,7 @@ from orchestrator.frameworks import unavailable_reason
 from orchestrator.ledger import Ledger
 from orchestrator.lock import sweep_lock
 from orchestrator.paths import SweepPaths
+from orchestrator.shell_safety import check_safe
 from orchestrator.status import NOT_RETRYABLE, CellStatus, collect
 from orchestrator.submit import SubmitReport, load_cells, resolve_unconfirmed, submit_cells
 
@@ -48,8 +49,15 @@ def resubmit(
     include_unretryable: bool = False,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    exclude_nodes: str | None = None,
 ) -> ResubmitReport:
-    """Choose and submit; ``report.chosen`` is exactly what was submitted (or would be, in a dry run)."""
+    """Choose and submit; ``report.chosen`` is exactly what was submitted (or would be, in a dry run).
+
+    ``exclude_nodes``: a Slurm host list (``node2,node[5-7]``) the new attempts must not run on,
+    passed as sbatch's ``--exclude`` and recorded with each submission in the ledger. A backend
+    without nodes (local) refuses it before anything is submitted.
+    """
+    check_safe("--exclude-nodes", exclude_nodes, where="sbatch's --exclude")
     with contextlib.nullcontext() if dry_run else sweep_lock(paths):
         if not dry_run:
             with Ledger(paths.ledger) as ledger:
@@ -73,6 +81,7 @@ def resubmit(
                     cell_ids=chosen_ids,
                     progress=progress,
                     dry_run=dry_run,
+                    exclude_nodes=exclude_nodes,
                 )
     return report
 

@@ -204,8 +204,11 @@ def submit_cells(
     cell_ids: set[str] | None = None,
     progress: Callable[[int], None] | None = None,
     dry_run: bool = False,
+    exclude_nodes: str | None = None,
 ) -> SubmitReport:
     """Submit ``cells`` that have no attempt yet, or exactly ``cell_ids`` (a new attempt each).
+
+    ``exclude_nodes``: a Slurm host list the submitted jobs avoid (refused by backends without nodes).
 
     Holds the sweep's lock (re-entrant: a caller that chose the cells under it keeps it).
     A backend that runs cells here returns when they, and cells earlier commands left
@@ -216,6 +219,8 @@ def submit_cells(
         raise ConfigError(f"no such cell to submit in {paths.root}: {', '.join(sorted(unknown))}")
     cluster = cells[0].config["cluster"] if cells else {"backend": "local"}
     backend = get_backend(cluster)
+    if exclude_nodes:
+        backend.exclude(exclude_nodes)
     report = SubmitReport(paths=paths, detached=backend.detached)
     if dry_run:
         _todo(paths, ledger, cells, cell_ids, report)

@@ -15,7 +15,7 @@ from analysis.aggregate import read_results
 from analysis.errors import NoResultsError
 from analysis.pull import rsync_command
 
-COMMANDS = ("aggregate", "plot", "compare", "pull", "report")
+COMMANDS = ("aggregate", "plot", "compare", "check", "pull", "report")
 
 
 @pytest.fixture(scope="module")

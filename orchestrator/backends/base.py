@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.errors import ConfigError
 from orchestrator.ledger import AttemptRow, Ledger
 from orchestrator.paths import SweepPaths
 
@@ -107,6 +108,13 @@ class Backend(ABC):
         progress: Callable[[int], None] | None = None,
     ) -> SubmitOutcome:
         """Submit every group that fits; records each submission in the ledger."""
+
+    def exclude(self, nodes: str) -> None:
+        """Keep this backend's next submissions off ``nodes`` (a Slurm host list; checked by the caller)."""
+        raise ConfigError(
+            f"--exclude-nodes {nodes}: the {self.name} backend runs cells on this machine, there are no nodes "
+            "to exclude; use it with a Slurm sweep"
+        )
 
     def resolve_pending(self, ledger: Ledger) -> None:  # noqa: B027 - optional
         """Settle submissions a crash left as ``submitting`` (submitted or not?).

@@ -69,8 +69,13 @@ def _gpu_request(shape: Shape) -> list[str]:
     return [f"#SBATCH --gpus-per-node={typed}"]
 
 
-def render_script(paths: SweepPaths, group: ShapeGroup, name: str, cells_file: Path) -> str:
-    """The array's batch script; every value is checked or quoted for where it lands (shell_safety)."""
+def render_script(
+    paths: SweepPaths, group: ShapeGroup, name: str, cells_file: Path, exclude_nodes: str | None = None
+) -> str:
+    """The array's batch script; every value is checked or quoted for where it lands (shell_safety).
+
+    ``exclude_nodes``: a host list (``node2,node[5-7]``) the array's tasks must not run on.
+    """
     shape = group.shape
     cluster = group.cells[0].config["cluster"]  # the script keys are equal within a group (split_groups)
     check_sweep_folder(paths.root, {"slurm"})  # and the interpreter's path
@@ -83,6 +88,9 @@ def render_script(paths: SweepPaths, group: ShapeGroup, name: str, cells_file: P
         resource_lines.append("#SBATCH --exclusive")
     if shape.mem_gb:
         resource_lines.append(f"#SBATCH --mem={shape.mem_gb}G")
+    if exclude_nodes:
+        check_safe("--exclude-nodes", exclude_nodes, where="sbatch's --exclude")
+        resource_lines.append(f"#SBATCH --exclude={exclude_nodes}")
     for key in ("partition", "account", "qos", "constraint"):
         value = getattr(shape, key)
         if value:
@@ -193,6 +201,11 @@ def scheduler_log_reason(paths_or_log_dir: SweepPaths | Path, job_key: str) -> t
 class SlurmBackend(Backend):
     name = "slurm"
     detached = True
+    exclude_nodes: str | None = None
+
+    def exclude(self, nodes: str) -> None:
+        check_safe("--exclude-nodes", nodes, where="sbatch's --exclude")
+        self.exclude_nodes = nodes
 
     def write_scripts(self, paths: SweepPaths, groups: list[ShapeGroup]) -> list[Path]:
         """Dry run: the exact scripts a submission would use, nothing submitted."""
@@ -206,7 +219,7 @@ class SlurmBackend(Backend):
 
     def _write(self, paths: SweepPaths, group: ShapeGroup, name: str, cells_file: Path, out_dirs: list[str]) -> Path:
         paths.jobs.mkdir(parents=True, exist_ok=True)
-        script = render_script(paths, group, name, cells_file)
+        script = render_script(paths, group, name, cells_file, self.exclude_nodes)
         cells_file.write_text(json.dumps([[c.cell_file, o] for c, o in zip(group.cells, out_dirs, strict=True)]))
         script_path = paths.jobs / f"{name}.sh"
         script_path.write_text(script)
@@ -224,7 +237,7 @@ class SlurmBackend(Backend):
         limits = read_limits()
         groups = split_groups(groups, limits.max_array_size)
         for group in groups:  # every script renders (and is checked) before the first sbatch
-            render_script(paths, group, "check", paths.jobs / "check.cells.json")
+            render_script(paths, group, "check", paths.jobs / "check.cells.json", self.exclude_nodes)
         outcome = SubmitOutcome()
         room = limits.room
         for index, whole in enumerate(groups):
@@ -240,8 +253,9 @@ class SlurmBackend(Backend):
             name = job_name(paths.root, uuid.uuid4().hex[:10])
             cells_file = paths.jobs / f"{name}.cells.json"
             script_path = paths.jobs / f"{name}.sh"
+            cell_ids = [c.cell_id for c in group.cells]
             submission, attempts = ledger.begin_submission(
-                name, self.name, group.shape.describe(), [c.cell_id for c in group.cells], str(script_path)
+                name, self.name, group.shape.describe(), cell_ids, str(script_path), exclude_nodes=self.exclude_nodes
             )
             out_dirs = [str(paths.cell(c.cell_id).attempt(a)) for c, a in zip(group.cells, attempts, strict=True)]
             self._write(paths, group, name, cells_file, out_dirs)
