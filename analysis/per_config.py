@@ -30,6 +30,13 @@ def attach(results: Any, cells: Any, how: dict[str, str | Callable[[Any], Any]])
         for column, aggregation in how.items():
             results[column] = "" if aggregation is join_texts else math.nan
         return results
-    grouped = cells.groupby(KEYS, sort=False, dropna=False).agg(how).reset_index()
+    # Joining texts runs in Python per group: a column with no text anywhere is simply empty.
+    silent = [c for c, agg in how.items() if agg is join_texts and not cells[c].map(_is_text).any()]
+    grouped = cells.groupby(KEYS, sort=False, dropna=False).agg({c: a for c, a in how.items() if c not in silent})
+    grouped = grouped.reset_index().assign(**dict.fromkeys(silent, ""))
     results = results.drop(columns=[c for c in how if c in results])
     return results.merge(grouped, on=KEYS, how="left")
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
