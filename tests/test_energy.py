@@ -23,8 +23,10 @@ import pytest
 from analysis.cli import aggregate_command
 from jobs import energy, schema
 
-UJ_PER_TICK = 250_000  # 0.25 J per tick of the counter thread
-RANGE_UJ = 10_000_000  # wraps every 10 J: a run of a few seconds wraps it several times
+UJ_PER_TICK = 1_000  # 1 mJ per tick of the counter thread (a tick a millisecond: about 1 W)
+# Wraps every 10 J, about 10 s: a run wraps it about once, a phase (the reader undoes one wrap per
+# phase) never twice, and no phase's difference is a whole number of ranges (which would read as 0 J).
+RANGE_UJ = 10_000_000
 
 
 def _domain(root: Path, name: str, label: str, value: int, max_range: int = RANGE_UJ) -> Path:
@@ -120,7 +122,7 @@ def measured_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     def advance() -> None:
         value = 1_000
-        while not stop.wait(0.01):
+        while not stop.wait(0.001):  # far shorter than any timed phase below, even on a loaded machine
             value = (value + UJ_PER_TICK) % RANGE_UJ
             for domain in packages:
                 set_counter(domain, value)
@@ -129,7 +131,7 @@ def measured_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ticker.start()
     overrides = [
         "framework=ddp", "model=resnet18", "gpus=2", "dataset=synthetic", "batch_size=8", "steps=4",
-        "warmup_steps=1", "val_steps=3", "dataset.train_samples=64", "dataset.val_samples=64", "device=cpu",
+        "warmup_steps=1", "val_steps=9", "dataset.train_samples=64", "dataset.val_samples=256", "device=cpu",
     ]  # fmt: skip
     env = {**os.environ, energy.RAPL_ROOT_ENV: str(base / "powercap")}
     dnnbench = str(Path(sys.executable).parent / "dnnbench")
