@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis import confounds, energy_figure, stragglers
+from analysis import confounds, energy_figure, stragglers, study
 from analysis.errors import AnalysisError
 from orchestrator.paths import CELLS_DIR, RESULTS_DIR, SweepPaths
 
@@ -120,6 +120,7 @@ def read_results(path: str | os.PathLike[str]) -> Aggregated:
     for column in ("confound", "rank_environments_differ", "environment_hash"):
         if column in results:
             results[column] = results[column].fillna("").astype(str)
+    results = study.derived(results)  # a table written before these columns gets them from its own
     problems_file = folder / "incomplete.csv"
     columns = ["sweep", "cell_id", "attempt", "status", "reason"]
     problems = pd.read_csv(problems_file) if problems_file.exists() else pd.DataFrame(columns=columns)

@@ -222,25 +222,36 @@ def parse_drop(text: str) -> float:
 def check_command(path: str, reference: str | None = None, baseline: str | None = None, max_drop: str = "5%") -> int:
     """Gate a sweep: against a reference file, and/or against a baseline sweep's throughput.
 
-    Exit 0 when every checked row passes, CHECK_FAILED (7) when any fails; bad input (a bad
-    reference file, a bad --max-drop, neither --reference nor --baseline) is an error (exit 1)
-    before any sweep is read.
+    Exit 0 when every checked row passes, CHECK_FAILED (7) when any fails or when a gate checked
+    nothing (no result row matches a reference, no row has a baseline interval): a gate that judged
+    nothing must not read as passed. Bad input (a bad reference file, a bad --max-drop, neither
+    --reference nor --baseline) is an error (exit 1) before any sweep is read.
     """
     if reference is None and baseline is None:
         raise AnalysisError("check needs --reference FILE, --baseline OTHER_SWEEP, or both")
     references = _read_references(reference) if reference else None
     drop = parse_drop(max_drop) if baseline else 0.0
     _check_inputs([path, *([baseline] if baseline else [])], results=True)
-    failed = False
+    verdicts: list[tuple[bool, int]] = []
     if references is not None:
-        failed |= _check_reference(path, references)
+        verdicts.append(_check_reference(path, references))
     if baseline is not None:
-        failed |= _check_baseline(path, baseline, drop)
+        verdicts.append(_check_baseline(path, baseline, drop))
+    failed = any(failed for failed, _ in verdicts)
+    unjudged = [checked for _, checked in verdicts if checked == 0]
+    if unjudged and not failed:
+        _say(
+            "\nNOTHING CHECKED: no row of this sweep could be judged by "
+            + ("either gate" if len(verdicts) > 1 and len(unjudged) == len(verdicts) else "a gate it was given")
+            + "; that is not a pass"
+        )
+        return int(ExitCode.CHECK_FAILED)
     _say("\nFAILED" if failed else "\nPASSED")
     return int(ExitCode.CHECK_FAILED) if failed else 0
 
 
-def _check_reference(path: str, references: Any) -> bool:
+def _check_reference(path: str, references: Any) -> tuple[bool, int]:
+    """(any row failed, rows judged pass or fail)."""
     from analysis.aggregate import load_any
     from analysis.references import check, markdown, unmatched
 
@@ -256,7 +267,7 @@ def _check_reference(path: str, references: Any) -> bool:
         f"\n{counts.get('pass', 0)} pass, {counts.get('fail', 0)} fail, {counts.get('no reference', 0)} result "
         f"row(s) without a reference; {len(missed)} reference row(s) name a configuration this sweep did not run."
     )
-    return bool(counts.get("fail", 0))
+    return bool(counts.get("fail", 0)), int(counts.get("pass", 0) + counts.get("fail", 0))
 
 
 def _baseline_verdict(r: Any, gate: float) -> tuple[str, str]:
@@ -268,21 +279,23 @@ def _baseline_verdict(r: Any, gate: float) -> tuple[str, str]:
     return ("FAIL" if r.ratio_ci95_high < gate else "pass"), ci
 
 
-def _check_baseline(path: str, baseline: str, drop: float) -> bool:
+def _check_baseline(path: str, baseline: str, drop: float) -> tuple[bool, int]:
+    """(any row failed, rows judged pass or fail)."""
     table, fields = _compared(baseline, path)
     gate = 1 - drop
     _say(
         f"\nThroughput against the baseline (A = {baseline}, B = {path}); a row fails when its whole "
         f"B/A 95% CI lies below {gate:g}:\n"
     )
-    failed = False
+    failed, judged = False, 0
     for r in table.itertuples(index=False):
         verdict, ci = _baseline_verdict(r, gate)
         failed |= verdict == "FAIL"
+        judged += verdict in ("FAIL", "pass")
         env = " [environment differs]" if r.environment_differs else ""
         _say(f"  {verdict:<5} {_row_name(r)}{ci}{env}")
     _say_confounds(table, fields)
-    return failed
+    return failed, judged
 
 
 def pull_command(remote: str, dest: str, include_logs: bool = False) -> int:

@@ -12,18 +12,19 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-KNOWN_FRAMEWORKS = ("ddp", "horovod", "pipeline", "model_parallel", "fsdp")
+from jobs.frameworks import FRAMEWORKS
+
 FORMATS = ("png", "svg")
 
 
 def framework_colors(frameworks: Any) -> dict[str, Any]:
-    """The same colour for a framework in every figure (known ones fixed, others after)."""
-    import seaborn as sns
-
-    palette = sns.color_palette("colorblind", 10)
-    others = sorted(set(frameworks) - set(KNOWN_FRAMEWORKS))
-    order = [*KNOWN_FRAMEWORKS, *others]
-    return {name: palette[i % len(palette)] for i, name in enumerate(order)}
+    """The same colour for a framework in every figure: its row's (jobs/frameworks.py); names no row
+    declares (dumps of a framework since removed) get greys, in name order."""
+    others = sorted(set(frameworks) - set(FRAMEWORKS))
+    greys = [f"#{shade:02x}{shade:02x}{shade:02x}" for shade in range(0x30, 0xC0, 0x18)]
+    colours = {name: row.colour for name, row in FRAMEWORKS.items()}
+    colours.update({name: greys[i % len(greys)] for i, name in enumerate(others)})
+    return colours
 
 
 def _setup() -> Any:
@@ -149,7 +150,9 @@ def scaling_figure(results: Any, warnings: list[str]) -> Any:
 
 def memory_figure(results: Any, warnings: list[str]) -> Any:
     """Peak memory per process (max over ranks); rows = phase, columns = model. CUDA: solid
-    bar = peak allocated, light bar behind it = peak reserved. CPU: peak RSS."""
+    bar = peak allocated, light bar behind it = peak reserved. CPU: peak RSS. A black line across
+    each bar: the model state one process holds (parameters + gradients + optimizer state)."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     if results.empty:
@@ -157,6 +160,7 @@ def memory_figure(results: Any, warnings: list[str]) -> Any:
     colors, phases, models, fig, axes = _phase_by_model_grid(results)
     frameworks = [f for f in colors if f in set(results["framework"])]
     width = 0.8 / max(len(frameworks), 1)
+    model_state_drawn = False
     for i, phase in enumerate(phases):
         for j, model in enumerate(models):
             ax = axes[i][j]
@@ -171,6 +175,7 @@ def memory_figure(results: Any, warnings: list[str]) -> Any:
                         ax.bar(x, _gib(row.peak_allocated_bytes), width, color=colors[framework])
                     else:
                         ax.bar(x, _gib(row.peak_rss_bytes), width, color=colors[framework])
+                    model_state_drawn |= _model_state_line(ax, x, width, row)
             ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
             ax.set_xlabel("processes (GPUs)")
             ax.set_ylabel("GiB per process")
@@ -182,6 +187,8 @@ def memory_figure(results: Any, warnings: list[str]) -> Any:
             Patch(color="grey", label="allocated (solid)"),
             Patch(color="grey", alpha=0.35, label="reserved (light)"),
         ]
+    if model_state_drawn:
+        handles.append(Line2D([], [], color="black", label="model state (line)"))
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     note = (
         "CPU run: memory_kind=rss, so bars are the peak resident set size per process, not GPU memory."
@@ -193,8 +200,22 @@ def memory_figure(results: Any, warnings: list[str]) -> Any:
     title = "Peak RSS per process (CPU)" if kinds == {"rss"} else "Peak GPU memory per process"
     fig.suptitle(f"{title}, max over ranks")
     fig.tight_layout()
-    _caption(fig, [note, *warnings])
+    state_note = (
+        "Black line: model state per process (parameters + gradients + optimizer state this rank owns, "
+        "max over ranks): what sharding (fsdp, zero) divides; the rest of the bar is activations, "
+        "communication buffers and the runtime."
+    )
+    _caption(fig, [note, *([state_note] if model_state_drawn else []), *warnings])
     return fig
+
+
+def _model_state_line(ax: Any, x: float, width: float, row: Any) -> bool:
+    """The model state one process holds, a line across its bar; False where the cell did not record it."""
+    value = getattr(row, "model_state_gib", None)
+    if value is None or value != value:  # absent (older results), or NaN (dumps from before the section)
+        return False
+    ax.hlines(value, x - width / 2, x + width / 2, colors="black", linewidth=1.5)
+    return True
 
 
 def _gib(value: Any) -> float:
@@ -237,7 +258,10 @@ def write_figures(out: Path, results: Any, stages: Any, warnings: list[str]) -> 
         "memory": memory_figure(results, warnings),
         "stage_balance": stage_balance_figure(stages, warnings),
     }
-    return [path for name, fig in figures.items() for path in save_figure(fig, out, name)]
+    written = [path for name, fig in figures.items() for path in save_figure(fig, out, name)]
+    from analysis import study_figures  # imported here: it builds on this module
+
+    return written + study_figures.write(out, results, warnings)
 
 
 def save_figure(fig: Any, out: Path, name: str) -> list[Path]:

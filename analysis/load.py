@@ -331,41 +331,50 @@ def energy_columns(docs: list[dict[str, Any]], phase: str, samples: int) -> dict
     }
 
 
+# Model state per process (analysis column -> the dump's model_state fields it adds up), GiB.
+MODEL_STATE_COLUMNS = {
+    "model_state_gib": schema.MODEL_STATE_FIELDS,
+    "model_state_parameter_gib": ("parameter_bytes",),
+    "model_state_gradient_gib": ("gradient_bytes",),
+    "model_state_optimizer_gib": ("optimizer_state_bytes",),
+}
+
+
+def model_state_columns(docs: list[dict[str, Any]]) -> dict[str, float]:
+    """What one process holds of the model (max over ranks; ``model_state_gib`` = parameters + gradients +
+    optimizer state), GiB; NaN when a rank did not record it (dumps from before, or a null section)."""
+    sections = [d.get("model_state") for d in docs]
+    if not sections or any(not isinstance(section, dict) for section in sections):
+        return dict.fromkeys(MODEL_STATE_COLUMNS, math.nan)
+    return {
+        column: max(sum(section[field] for field in fields) for section in sections) / 2**30
+        for column, fields in MODEL_STATE_COLUMNS.items()
+    }
+
+
 def _joined(reasons: set[str]) -> str:
     return "; ".join(sorted(reasons))
 
 
 def _stage_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pipeline stage balance, tolerant of the section's exact shape (absent → [])."""
-    rows: list[dict[str, Any]] = []
-    for doc in docs:
-        section = doc.get("pipeline")
-        if not isinstance(section, dict):
-            continue
-        stages = section.get("per_stage", section.get("stages"))
-        if isinstance(stages, list) and stages:
-            for index, stage in enumerate(stages):
-                if isinstance(stage, dict):
-                    rows.append(_stage(stage, index))
-            break  # one rank's list describes every stage
-        if "predicted_s" in section or "measured_s" in section:
-            rows.append(_stage(section, section.get("stage", doc["rank"])))
-    return [r for r in rows if r["predicted_s"] is not None or r["measured_s"] is not None]
+    """Pipeline stage balance: predicted and measured time per stage and step (jobs/schema.py types the
+    section; every rank's ``per_stage`` describes every stage, so the first rank's is read)."""
+    section = docs[0].get("pipeline")
+    if not isinstance(section, dict):
+        return []
+    return [
+        {"stage": stage["stage"], "predicted_s": stage["predicted_stage_s"], "measured_s": stage["measured_stage_s"]}
+        for stage in section["per_stage"]
+    ]
 
 
-def _stage(stage: dict[str, Any], index: Any) -> dict[str, Any]:
-    def number(*names: str) -> float | None:
-        for name in names:
-            value = stage.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-        return None
-
-    return {
-        "stage": stage.get("stage", stage.get("index", index)),
-        "predicted_s": number("predicted_stage_s", "predicted_s", "predicted_time_s", "predicted"),
-        "measured_s": number("measured_stage_s", "measured_s", "measured_time_s", "measured"),
-    }
+def pipeline_columns(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``pp_stages``, ``pp_replicas``: the shape a pipelined cell ran (the planner's or the config's);
+    None for a cell without a pipeline."""
+    section = docs[0].get("pipeline")
+    if not isinstance(section, dict):
+        return {"pp_stages": None, "pp_replicas": None}
+    return {"pp_stages": section["stages"], "pp_replicas": section["replicas"]}
 
 
 def read_cell(sweep: str, cell_dir: str) -> CellRead:
@@ -429,6 +438,8 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         "rank_environments_differ": _rank_env_difference(docs) if len(hashes) > 1 else "",
         "timeline": _timeline(path / f"attempt_{attempt}", first),
         **allocation.cell_columns(docs, config),  # what each rank was given against what the cell asked
+        **pipeline_columns(docs),
+        **model_state_columns(docs),
     }
     rows = []
     for phase in schema.PHASES:
@@ -546,7 +557,7 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
             advance(done)
     problem_columns = ["sweep", "cell_id", "attempt", "status", "reason"]
     return Loaded(
-        cells=pd.DataFrame(rows),
+        cells=_with_shape_ints(pd.DataFrame(rows)),
         ranks=pd.DataFrame(ranks),
         stages=pd.DataFrame(stages),
         problems=pd.DataFrame(problems, columns=problem_columns).astype({"attempt": "Int64"}),
@@ -554,6 +565,12 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
         configs=configs,
         sweeps={name: str(root) for name, root in sweeps.items()},
     )
+
+
+def _with_shape_ints(cells: Any) -> Any:
+    """The pipeline shape columns as nullable ints: 2, not 2.0, and empty for cells without a pipeline."""
+    present = [c for c in ("pp_stages", "pp_replicas") if c in cells]
+    return cells.astype(dict.fromkeys(present, "Int64")) if present else cells
 
 
 class _progress:

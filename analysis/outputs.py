@@ -26,10 +26,15 @@ RESULT_COLUMNS = [
     "ci_basis",
     "speedup",
     "efficiency",
+    "samples_per_s_per_process",
+    "epoch_s",
     "memory_kind",
     "peak_allocated_bytes",
     "peak_reserved_bytes",
     "peak_rss_bytes",
+    "peak_mem_gib",
+    "peak_mem_sum_gib",
+    "model_state_gib",
     "accuracy",
     "loss",
     "seconds",
@@ -53,9 +58,12 @@ MARKDOWN_COLUMNS = {
     "throughput": "samples/s",
     "ci": "95% CI",
     "ci_basis": "CI over",
+    "samples_per_s_per_process": "samples/s/proc",
+    "epoch_s": "s/epoch",
     "speedup": "speedup",
     "efficiency": "efficiency",
     "memory": "peak mem/proc (GiB)",
+    "peak_mem_sum_gib": "peak mem sum (GiB)",
     "accuracy": "accuracy",
     "confound": "confound",
 }
@@ -104,9 +112,12 @@ def markdown_table(results: Any) -> str:
             _fmt(row.throughput),
             ci,
             _fmt(row.ci_basis),
+            _fmt(row.samples_per_s_per_process),
+            _fmt(row.epoch_s, 2),
             _fmt(row.speedup, 2),
             _fmt(row.efficiency, 2),
             _fmt(memory_gib(row), 2),
+            _fmt(row.peak_mem_sum_gib, 2),
             _fmt(row.accuracy, 3),
             _fmt(row.confound) if row.confound else "",
         ]
@@ -120,7 +131,9 @@ def markdown_document(results: Any, problems: Any, warnings: list[str]) -> str:
         "",
         "Throughput is global samples/s (samples of the counting ranks / the slowest "
         "rank's time). The 95 % CI is t-based, of the mean over what `CI over` names. "
-        "Memory is the peak per process (max over ranks): reserved for CUDA, RSS on CPU.",
+        "Memory is the peak per process (max over ranks): reserved for CUDA, RSS on CPU; the sum is "
+        "over the processes. samples/s/proc = samples/s / processes; s/epoch = samples in the phase's "
+        "split / samples/s.",
         "",
         markdown_table(results),
         "",

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from analysis import colocation
+from analysis import colocation, study_figures
 from analysis.outputs import MARKDOWN_COLUMNS, memory_gib
 
 _CSS = """
@@ -51,7 +51,9 @@ def _num(value: Any, digits: int = 1) -> str:
 
 def results_table(results: Any) -> str:
     knobs = [c for c in results.columns if c.startswith("cfg.")]
-    head = ["sweep", *list(MARKDOWN_COLUMNS.values())[:3], *knobs, *list(MARKDOWN_COLUMNS.values())[3:]]
+    titles = list(MARKDOWN_COLUMNS.values())
+    shaped = _has_pipeline_shape(results)
+    head = ["sweep", *titles[:3], *knobs, titles[3], *(["pipeline stages × replicas"] if shaped else []), *titles[4:]]
     rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
     knob_values = results[knobs]
     for row in results.itertuples(index=True):
@@ -61,20 +63,37 @@ def results_table(results: Any) -> str:
         cells += [f"<td>{_esc(row.batch_size)}</td>"]
         cells += [f'<td class="text">{_esc(v)}</td>' for v in knob_values.loc[row.Index]]
         cells += [f"<td>{_esc(v)}</td>" for v in (row.world_size,)]
+        cells += [f"<td>{_pipeline_shape(row)}</td>"] if shaped else []
         cells += [
             f'<td class="text">{_esc(row.phase)}</td>',
             f"<td>{_esc(row.repeats)}</td>",
             f"<td>{_num(row.throughput)}</td>",
             f"<td>{ci}</td>",
             f'<td class="text">{_esc(row.ci_basis)}</td>',
+            f"<td>{_num(row.samples_per_s_per_process)}</td>",
+            f"<td>{_num(row.epoch_s, 2)}</td>",
             f"<td>{_num(row.speedup, 2)}</td>",
             f"<td>{_num(row.efficiency, 2)}</td>",
             f"<td>{_num(memory_gib(row), 2)}</td>",
+            f"<td>{_num(row.peak_mem_sum_gib, 2)}</td>",
             f"<td>{_num(row.accuracy, 3)}</td>",
             f'<td class="text confound">{_esc(row.confound)}</td>',
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return "<table>" + "\n".join(rows) + "</table>"
+
+
+def _has_pipeline_shape(results: Any) -> bool:
+    """Whether any row ran a pipeline (results read back from before the shape was recorded have none)."""
+    return "pp_stages" in results and bool(results["pp_stages"].notna().any())
+
+
+def _pipeline_shape(row: Any) -> str:
+    """``S × R``: the stages and replicas a pipelined row ran (analysis/load.py: pipeline_columns); – else."""
+    import pandas as pd
+
+    stages, replicas = getattr(row, "pp_stages", None), getattr(row, "pp_replicas", None)
+    return "–" if pd.isna(stages) or pd.isna(replicas) else f"{int(stages)} × {int(replicas)}"
 
 
 def load_table(results: Any) -> str:
@@ -232,7 +251,7 @@ def render(
     """The whole page as a string."""
     figures = [
         _figure(figure_dir / f"{name}.png", caption, warnings)
-        for name, caption in _CAPTIONS.items()
+        for name, caption in {**_CAPTIONS, **study_figures.captions(results)}.items()
         if (figure_dir / f"{name}.png").exists()
     ]
     warning_html = (

@@ -1,7 +1,9 @@
 """Synthetic sweep folders with realistic rank dumps, for tests and benchmarks.
 
 The dumps follow :mod:`jobs.schema` and are shaped like the ones ``jobs/entry.py``
-writes (a real CPU cell's dump was the model); nothing here needs torch.
+writes (a real CPU cell's dump was the model); nothing here needs torch. A pipelined
+cell's ``pipeline`` section comes from the runtime's own writer
+(:func:`jobs.pipeline.section.pipeline_section`) over a plan of a synthetic block profile.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any
 
 from analysis.load import config_key
 from jobs import schema
+from jobs.frameworks import kind_of
+from jobs.pipeline import planner
+from jobs.pipeline.section import pipeline_section
 
 BASE_CONFIG: dict[str, Any] = {
     "batch_size": 32,
@@ -33,7 +38,7 @@ BASE_CONFIG: dict[str, Any] = {
     "lr": 0.05,
     "model": {"name": "resnet18", "time_limit_min": 30},
     "nodes": 1,
-    "pipeline": {"microbatches": 4, "replicas": 1, "schedule": "1f1b", "split": [], "stages": None},
+    "pipeline": {"microbatches": 4, "replicas": "auto", "schedule": "1f1b", "split": [], "stages": "auto"},
     "precision": "fp32",
     "repeat": 0,
     "repeats": 1,
@@ -109,9 +114,10 @@ def _phase(step_times: list[float], samples: int, memory: dict[str, Any], evalua
     }
 
 
-def _val_counts(cfg: dict[str, Any]) -> tuple[int, int, int]:
+def _val_counts(cfg: dict[str, Any], pipeline: dict[str, Any] | None) -> tuple[int, int, int]:
     """(timed steps, samples, evaluated) the config gives a counting rank's validation (jobs.schema's rule)."""
-    replicas = schema.data_replicas(cfg) or cfg["gpus"] * cfg["nodes"]
+    chosen = pipeline.get("replicas") if isinstance(pipeline, dict) else None
+    replicas = schema.data_replicas(cfg) or (chosen if type(chosen) is int else None) or cfg["gpus"] * cfg["nodes"]
     return schema.val_counts(cfg["batch_size"], replicas, cfg["dataset"]["val_samples"], cfg["val_steps"])
 
 
@@ -149,7 +155,7 @@ def make_dump(
             "end_rss_bytes": None,
         }
     per_step = cfg["batch_size"] if counts_samples else 0
-    val_steps, val_samples, evaluated = _val_counts(cfg)
+    val_steps, val_samples, evaluated = _val_counts(cfg, pipeline)
     if val_step_times is None:
         val_step_times = [train_step_times[i % len(train_step_times)] / 5 for i in range(val_steps)]
     if len(val_step_times) != val_steps:
@@ -190,6 +196,70 @@ def make_dump(
     )
 
 
+# A synthetic model's blocks (resnet18 splits into 10) and what each holds, for the planner.
+_BLOCKS = 10
+_BLOCK_PARAMETER_BYTES = 4_700_000
+_BLOCK_ACTIVATION_BYTES = 400_000
+
+
+def _profile(cfg: dict[str, Any], step_s: float, microbatches: int) -> planner.Profile:
+    """Equal blocks whose forward+backward over a step's micro-batches take ``step_s`` on one process."""
+    per_block = step_s / (microbatches * _BLOCKS)
+    blocks = [
+        planner.BlockCost(f"block{i}", per_block / 3, 2 * per_block / 3, _BLOCK_ACTIVATION_BYTES,
+                          3 * _BLOCK_ACTIVATION_BYTES, _BLOCK_PARAMETER_BYTES)
+        for i in range(_BLOCKS)
+    ]  # fmt: skip
+    shape = [cfg["dataset"]["channels"], cfg["dataset"]["image_size"], cfg["dataset"]["image_size"]]
+    return planner.Profile(cfg["model"]["name"], shape, cfg["batch_size"] // microbatches, "cpu", "fp32", "", blocks)
+
+
+def pipeline_plan(cfg: dict[str, Any], step_s: float) -> tuple[planner.Plan, planner.Layout, str]:
+    """(plan, layout, who chose the shape) a pipelined cell of ``cfg`` runs, planned as the job plans it."""
+    world = cfg["gpus"] * cfg["nodes"]
+    request = planner.ShapeRequest.of(cfg["framework"]["name"], cfg["pipeline"], world)
+    cluster = cfg["cluster"]
+    topology = planner.Topology(world, cfg["gpus"], float(cluster.get("intranode_gbps", 50.0)),
+                                float(cluster.get("interconnect_gbps", 12.5)))  # fmt: skip
+    plan = planner.plan_for(request, _profile(cfg, step_s, request.microbatches), topology)
+    return plan, request.layout(plan.stages, plan.replicas), request.chosen_by
+
+
+def _record(rank: int, plan: planner.Plan, layout: planner.Layout, step_s: float, peak_bytes: int) -> dict[str, Any]:
+    """What the rank would gather: each of its stages a little slower than planned the later it is."""
+    pp_rank, m = rank % layout.stages, layout.microbatches
+    stages = [
+        {"stage": sp.index, "forward_s": sp.forward_s * (1 + 0.1 * sp.index),
+         "backward_s": sp.backward_s * (1 + 0.1 * sp.index), "max_inflight_microbatches": sp.inflight_microbatches}
+        for sp in plan.stage_plans if sp.pp_rank == pp_rank
+    ]  # fmt: skip
+    mine = [sp for sp in plan.stage_plans if sp.pp_rank == pp_rank]
+    return {
+        "rank": rank, "pp_rank": pp_rank, "replica": rank // layout.stages, "step_s": step_s,
+        "allreduce_s": sum(sp.allreduce_s for sp in mine) if layout.replicas > 1 else None,
+        "busy_s": sum(m * (st["forward_s"] + st["backward_s"]) for st in stages),
+        "peak_memory_bytes": peak_bytes, "stages": stages,
+        # Weight stashing as planned: every version but the live one is stashed.
+        "versions": {"weight_versions": max(sp.weight_versions for sp in mine),
+                     "staleness_updates": max(sp.staleness_updates for sp in mine),
+                     "stashed_weight_bytes": max((sp.weight_versions - 1) * sp.parameter_bytes for sp in mine)},
+    }  # fmt: skip
+
+
+def pipeline_sections(
+    cfg: dict[str, Any], step_times: list[list[float]], peak_bytes: int = 976_715_776
+) -> list[dict[str, Any]]:
+    """Every rank's ``pipeline`` section of a pipelined cell of ``cfg`` (``step_times[rank]``), from the real writer."""
+    means = [sum(times) / len(times) if times else 0.0 for times in step_times]
+    plan, layout, chosen = pipeline_plan(cfg, max(means) or 0.3)
+    records = [_record(rank, plan, layout, means[rank], peak_bytes) for rank in range(len(step_times))]
+    return [
+        pipeline_section(plan, layout, records, batch_size=cfg["batch_size"], stage=rank % layout.stages,
+                         replica=rank // layout.stages, shape_chosen_by=chosen)
+        for rank in range(len(step_times))
+    ]  # fmt: skip
+
+
 def write_cell(
     sweep_root: str | Path,
     cfg: dict[str, Any],
@@ -205,8 +275,14 @@ def write_cell(
     folder.mkdir(parents=True, exist_ok=True)
     (folder.parent / "cell.json").write_text(json.dumps({"cell_id": cell_id, "config": cfg}, indent=1))
     counting = dump_options.pop("counting_ranks", None)
+    sections = None
+    if kind_of(cfg["framework"]["name"]) == "pipelined" and "pipeline" not in dump_options:
+        sections = pipeline_sections(cfg, step_times, dump_options.get("peak_bytes", 976_715_776))
+        counting = counting if counting is not None else {r for r, sec in enumerate(sections) if sec["is_last_stage"]}
     for rank, times in enumerate(step_times):
         options = dict(dump_options)
+        if sections is not None:
+            options["pipeline"] = sections[rank]
         if counting is not None:
             options["counts_samples"] = rank in counting
         doc = make_dump(cfg, rank, train_step_times=times, attempt=attempt, cell_id=cell_id, **options)
@@ -241,8 +317,8 @@ def scaling_sweep(
     memory_kind: str = "rss",
 ) -> list[Path]:
     """A complete sweep: every framework × model × gpus × repeat, with plausible timings
-    (slower per step as processes grow). A ``pipeline`` framework gets a stage section and
-    counts samples only on its last rank."""
+    (slower per step as processes grow). A ``pipeline`` cell runs one stage per process
+    (``pipeline.stages`` set) and counts samples only on its last rank."""
     import random
 
     rng = random.Random(seed)
@@ -259,18 +335,13 @@ def scaling_sweep(
                             "repeat": repeat,
                             "repeats": repeats,
                             "steps": steps,
+                            # A pipeline of one stage per process (the planner would replicate
+                            # this cheap model): the stage balance has stages to show.
+                            **({"pipeline.stages": n} if framework == "pipeline" else {}),
                         }
                     )
                     base = 0.30 * (1.0 + 0.12 * (n - 1)) * (1.1 if framework == "horovod" else 1)
                     times = [[base * rng.uniform(0.95, 1.05) for _ in range(steps)] for _ in range(n)]
                     options: dict[str, Any] = {"memory_kind": memory_kind}
-                    if framework == "pipeline":
-                        options["counting_ranks"] = {n - 1}
-                        options["pipeline"] = {
-                            "stages": [
-                                {"stage": s, "predicted_s": base / n, "measured_s": base / n * (1 + 0.1 * s)}
-                                for s in range(n)
-                            ]
-                        }
                     written.append(write_cell(root, cfg, step_times=times, **options))
     return written

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analysis import allocation, colocation, confounds
+from analysis import allocation, colocation, confounds, study
+from analysis.load import MODEL_STATE_COLUMNS
 from analysis.stats import t_quantile_975
 
 # What a configuration is, in the order tables show it (the results table starts with these too).
@@ -35,6 +36,10 @@ CONFIG_COLUMNS = [
     "nodes",
     "world_size",
     "partition",  # hardware: rows of two partitions are two configurations (confounds flags them)
+    # A pipeline's stages × replicas as it ran (the planner's choice, or the config's); empty without a
+    # pipeline. Repeats that ran another shape (planned on another machine) are another row.
+    "pp_stages",
+    "pp_replicas",
 ]
 IDENTITY = ["sweep", "config_key", *CONFIG_COLUMNS, "device_type", "memory_kind", "phase"]
 BASELINE_KEY = ["framework", "model", "dataset", "data_on_device", "precision", "batch_size", "phase"]
@@ -80,6 +85,7 @@ def combine_repeats(cells: Any) -> Any:
         peak_allocated_bytes=("peak_allocated_bytes", "max"),
         peak_reserved_bytes=("peak_reserved_bytes", "max"),
         peak_rss_bytes=("peak_rss_bytes", "max"),
+        **{column: (column, "max") for column in MODEL_STATE_COLUMNS},
         accuracy=("accuracy", "mean"),
         loss=("loss", "mean"),
         energy_j=("energy_j", "mean"),  # per repeat's phase (analysis/load.py: energy_columns)
@@ -153,7 +159,16 @@ def swept_knobs(results: Any, configs: dict[str, dict[str, Any]]) -> Any:
     if not varying:
         return results
     knobs = frame[varying].add_prefix("cfg.")
+    # A knob holding text beside numbers (pipeline.stages: auto or 2) is written as text: a column of
+    # one type is what the Parquet and CSV readers need.
+    mixed = [c for c in knobs if len({type(v) for v in knobs[c] if not _missing(v)}) > 1]
+    knobs[mixed] = knobs[mixed].map(lambda v: None if _missing(v) else str(v))
     return results.join(knobs, on="config_key")
+
+
+def _missing(value: Any) -> bool:
+    """A config value a configuration does not have (None, or pandas' NaN for an absent key)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def build_results(loaded: Any) -> Any:
@@ -163,6 +178,7 @@ def build_results(loaded: Any) -> Any:
     results = swept_knobs(results, loaded.configs)
     results = colocation.attach(results, loaded.cells)  # how busy the nodes were: confounds flags it
     results = allocation.attach(results, loaded.cells)  # what the ranks were given: likewise
+    results = study.attach(results, loaded)  # the study's own measures: per process, per epoch, summed memory
     results = confounds.flag(results, loaded.environments)
     return results.sort_values(
         ["sweep", "phase", "framework", "model", "batch_size", "world_size"], kind="stable"

@@ -9,6 +9,7 @@ batch) live in :mod:`orchestrator.config`, not here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -104,14 +105,33 @@ class HorovodConfig:
     timeline: bool = False  # horovodrun --timeline-filename, kept per cell
 
 
+# Names of `fsdp.param_dtype` / `fsdp.reduce_dtype`; anything but fp32 needs a GPU (jobs/strategies/fsdp.py).
+FSDP_DTYPES = ("fp32", "bf16", "fp16")
+# Names of `fsdp.wrap`: `block` shards every block of jobs/pipeline/blocks.py and the root; `root_only` the root.
+FSDP_WRAPS = ("block", "root_only")
+
+
+@dataclass
+class FsdpConfig:
+    # Free each block's gathered parameters after its forward (gathered again for the backward).
+    reshard_after_forward: bool = True
+    # FSDP's MixedPrecisionPolicy: dtype of the gathered parameters (compute) and of gradient reduction.
+    param_dtype: str = "fp32"  # one of FSDP_DTYPES
+    reduce_dtype: str = "fp32"  # one of FSDP_DTYPES
+    wrap: str = "block"  # one of FSDP_WRAPS
+
+
 @dataclass
 class PipelineConfig:
-    schedule: str = "1f1b"  # 1f1b | gpipe | interleaved_1f1b
+    schedule: str = "1f1b"  # 1f1b | gpipe | interleaved_1f1b | pipedream | pipedream_2bw (docs/pipeline.md)
     microbatches: int = 4
-    # Number of stages; null = every process is its own stage (no replication).
-    stages: int | None = None
-    # Data-parallel replicas of every stage; stages × replicas = processes.
-    replicas: int = 1
+    # Stages per replica and data-parallel replicas of every stage: stages × replicas = processes.
+    # auto (both): the planner chooses them (PipeDream's replication, jobs/pipeline/planner.py
+    # choose_shape); an int ≥ 1 fixes one and the other follows. Typed Any so that Hydra keeps
+    # `pipeline.stages=2` an int beside the string auto (checked in orchestrator/pipeline_checks.py).
+    # Configs stored before auto existed hold stages: null, replicas: 1: one stage per process.
+    stages: Any = "auto"
+    replicas: Any = "auto"
     # Manual split: first block index of stages 1..S-1 (empty = let the planner choose).
     split: list[int] = field(default_factory=list)
 
@@ -124,6 +144,7 @@ class BenchConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     horovod: HorovodConfig = field(default_factory=HorovodConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    fsdp: FsdpConfig = field(default_factory=FsdpConfig)
     gpus: int = 1  # processes per node (one per GPU; CPU processes when no GPU)
     nodes: int = 1
     batch_size: int = 32  # per process (per data-parallel replica for pipelines)

@@ -52,10 +52,9 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         source, data_record = build_batches(cfg, strategy.data_shard(), placement.device)
         probe = memory_probe(placement.device)
         watch = PhaseWatch(out_dir, placement.device)  # what else ran on the node (extra.colocation)
-        phases = {
-            "train": watch.measure("train", train_phase, strategy, source, cfg, probe),
-            "val": watch.measure("val", val_phase, strategy, source, cfg, probe),
-        }
+        train = watch.measure("train", train_phase, strategy, source, cfg, probe)
+        held = strategy.model_state()  # at the end of training: gradients and optimizer state still there
+        phases = {"train": train, "val": watch.measure("val", val_phase, strategy, source, cfg, probe)}
         digests = strategy.parameter_digests()
         env = fingerprint(device=placement.device)
         doc = schema.new_dump(
@@ -79,6 +78,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             started_at=started,
             finished_at=_now(),
             pipeline=strategy.pipeline_metrics(),
+            model_state=held,
             extra={
                 "data": data_record,
                 "parameter_digests": digests,

@@ -6,6 +6,7 @@ starting anything. No torch import here: the orchestrator builds commands on log
 
 from __future__ import annotations
 
+import importlib
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -76,14 +77,6 @@ class TorchrunLauncher(Launcher):
         return argv
 
 
-LAUNCHERS: dict[str, Launcher] = {}
-
-
-def register(launcher: Launcher) -> Launcher:
-    LAUNCHERS[launcher.name] = launcher
-    return launcher
-
-
 class NoopLauncher(Launcher):
     """``framework=noop``: one process writes every rank's dump, nothing is trained."""
 
@@ -94,15 +87,16 @@ class NoopLauncher(Launcher):
         return [spec.python, "-m", "jobs.noop", spec.cell_file, spec.out_dir]
 
 
-register(TorchrunLauncher())
-register(NoopLauncher())
+# name -> "module:Class"; a launcher's module is imported when a cell needs it.
+LAUNCHERS = {
+    "torchrun": "jobs.launchers:TorchrunLauncher",
+    "horovodrun": "jobs.launchers_horovod:HorovodrunLauncher",
+    "noop": "jobs.launchers:NoopLauncher",
+}
 
 
 def get_launcher(name: str) -> Launcher:
-    try:
-        return LAUNCHERS[name]
-    except KeyError:
-        raise ValueError(f"unknown launcher {name!r}: expected one of {', '.join(sorted(LAUNCHERS))}") from None
-
-
-import jobs.launchers_horovod  # noqa: E402,F401  (registers "horovodrun"; imports no horovod)
+    if name not in LAUNCHERS:
+        raise ValueError(f"unknown launcher {name!r}: expected one of {', '.join(sorted(LAUNCHERS))}")
+    module, _, cls = LAUNCHERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from jobs.horovod_launch import WORKDIR_VARIABLE
-from jobs.launchers import Launcher, LaunchSpec, register
+from jobs.launchers import Launcher, LaunchSpec
 
 TIMELINE_FILE = "timeline.json"
 # Run by a shell on the rank's node (a fixed text: the directory arrives as a variable, quoted by
@@ -65,6 +65,3 @@ class HorovodrunLauncher(Launcher):
             # Absolute: horovodrun runs from "/" (jobs/horovod_launch.py).
             argv += ["--ssh-identity-file", os.path.abspath(os.path.expanduser(str(cluster["ssh_identity_file"])))]
         return [*argv, *RANK_PREFIX, spec.python, *spec.entry]
-
-
-register(HorovodrunLauncher())

@@ -1,6 +1,7 @@
 """The one training/validation loop, the same for every framework.
 
-Protocol: ``warmup_steps`` untimed steps, a barrier, then timed steps. A step's time
+Protocol: ``warmup_steps`` untimed steps, a barrier, then timed steps; the strategy hears of each
+phase (``begin_phase``: warmup, train, val) before it starts. A step's time
 covers fetching the batch, moving it to the device and the framework's step, so a
 slow loader shows up in throughput instead of hiding outside the clock. Memory peaks
 are reset at the start of each phase, after what earlier work left cached is released.
@@ -70,9 +71,11 @@ def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: Memory
             f"no timed steps: {cfg.epochs} epoch(s) of {source.steps_per_epoch} steps "
             f"are not more than warmup_steps={cfg.warmup_steps}"
         )
+    strategy.begin_phase("warmup")
     probe.reset()
     for batch in itertools.islice(batches, cfg.warmup_steps):  # consumes them from batches
         strategy.train_step(*_to_device(batch, device))
+    strategy.begin_phase("train")
     strategy.barrier()
     clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)
     samples, last = 0, None
@@ -98,6 +101,7 @@ def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: Memory
 def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryProbe):
     device = strategy.device
     batches = iter(_timed_steps(source.val_batches(), cfg.val_steps))
+    strategy.begin_phase("val")  # before the memory reset: work a strategy finishes now is not validation's
     probe.reset()
     strategy.barrier()
     clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)

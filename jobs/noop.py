@@ -71,7 +71,7 @@ def write_dumps(cell: dict[str, Any], out_dir: Path) -> int:
             device_type="cpu", memory_kind="rss", counts_samples=True, config=config,
             phases={"train": _phase(config["warmup_steps"]), "val": _phase(0)},
             environment=env, environment_hash=environment_hash(env), started_at=now, finished_at=now,
-            pipeline=None, extra={"noop": True},
+            pipeline=None, model_state=dict.fromkeys(schema.MODEL_STATE_FIELDS, 0), extra={"noop": True},
         )  # fmt: skip
         schema.write_atomic(out_dir / schema.dump_filename(rank), doc)
     return world

@@ -20,11 +20,15 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from jobs.frameworks import kind_of
+from jobs.pipeline.planner import SHAPE_CHOOSERS, PlanError, ShapeRequest
 
 SCHEMA_NAME = "dnnbench.metrics"
 SCHEMA_VERSION = 1
@@ -102,6 +106,9 @@ _TOP_LEVEL: dict[str, tuple[type | None, ...]] = {
     "finished_at": (str,),
     "pipeline": (dict, None),
     "extra": (dict, None),
+    # What this process holds of the model at the end of training (jobs/model_state.py); null where
+    # its strategy cannot tell; absent in dumps written before it was recorded.
+    "model_state": (dict, None),
 }
 _PHASE: dict[str, tuple[type | None, ...]] = {
     "timed_steps": (int,),
@@ -120,6 +127,9 @@ _PHASE: dict[str, tuple[type | None, ...]] = {
     # absent in dumps written before it was recorded.
     "energy": (dict, None),
 }
+# Fields of the ``model_state`` section: bytes this rank owns (local shards of sharded tensors).
+MODEL_STATE_FIELDS = ("parameter_bytes", "gradient_bytes", "optimizer_state_bytes")
+_MODEL_STATE: dict[str, tuple[type | None, ...]] = dict.fromkeys(MODEL_STATE_FIELDS, (int,))
 _MEMORY: dict[str, tuple[type | None, ...]] = {
     "kind": (str,),
     "peak_allocated_bytes": (int, None),
@@ -209,12 +219,10 @@ _RATIO_TOLERANCE = 1e-6
 # The timed steps lie inside the phase's wall clock; the slack covers a GPU's two clocks (events, host).
 _STEP_SUM_RELATIVE, _STEP_SUM_ABSOLUTE_S = 0.01, 1e-3
 
-# Every rank of these is one data-parallel replica and counts samples.
-DATA_PARALLEL_FRAMEWORKS = ("ddp", "horovod", "noop")
-# Each replica of these is a pipeline of ranks; only the rank holding its last stage counts samples.
-PIPELINED_FRAMEWORKS = ("pipeline", "model_parallel")
-# These time no step whatever the config asks (jobs/noop.py): the config's step counts do not apply.
-_UNTIMED_FRAMEWORKS = ("noop",)
+# How a framework's ranks count samples is its row's `kind` (jobs/frameworks.py): every rank of a
+# data-parallel (or untimed) framework is a replica; a pipelined replica is a pipeline of ranks whose
+# last stage counts; an untimed framework (noop) times no step whatever the config asks.
+_REPLICA_PER_RANK = ("data_parallel", "untimed")
 
 
 def _names(types: tuple[type, ...]) -> str:
@@ -316,12 +324,14 @@ def world_size_of(config: Any) -> int | None:
 
 
 def data_replicas(config: Mapping[str, Any]) -> int | None:
-    """Data-parallel replicas of a config = ranks that count samples; None for an unknown framework."""
-    framework = _at(config, "framework.name")
-    if framework in DATA_PARALLEL_FRAMEWORKS:
+    """Data-parallel replicas of a config = ranks that count samples; None for an unknown framework, and
+    for a pipeline whose stages × replicas the planner chooses (:func:`dump_replicas` reads them then)."""
+    kind = kind_of(_at(config, "framework.name"))
+    if kind in _REPLICA_PER_RANK:
         return world_size_of(config)
-    if framework in PIPELINED_FRAMEWORKS:
-        return _positive_int(_at(config, "pipeline.replicas"))
+    if kind == "pipelined":
+        fixed = _fixed_shape(config)
+        return fixed[1] if fixed else None
     return None
 
 
@@ -394,30 +404,278 @@ def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
         if doc[field_name] != wanted:
             reasons.append(f"{field_name}: {doc[field_name]!r}, but the config says {dotted}={wanted!r}")
     framework = _at(config, "framework.name")
-    if framework in DATA_PARALLEL_FRAMEWORKS and not doc["counts_samples"]:
+    if kind_of(framework) in _REPLICA_PER_RANK and not doc["counts_samples"]:
         reasons.append(f"counts_samples: false, but every rank of {framework} counts its samples")
     last_stage = (doc.get("pipeline") or {}).get("is_last_stage")
     if type(last_stage) is bool and last_stage != doc["counts_samples"]:
         reasons.append(f"counts_samples: {doc['counts_samples']}, but pipeline.is_last_stage is {last_stage}")
-    replicas = data_replicas(config)
+    replicas = dump_replicas(doc)
     val_steps = config.get("val_steps", _ABSENT)
     size, size_reasons = _val_size(config, doc.get("extra"))
     reasons += size_reasons
     val = None
-    exact = framework not in _UNTIMED_FRAMEWORKS and replicas is not None and size is not None
+    exact = kind_of(framework) != "untimed" and replicas is not None and size is not None
     if exact and (val_steps is None or (type(val_steps) is int and val_steps >= 0)):
         val = val_counts(batch, replicas, size, val_steps)
     return _Shape(batch=batch, replicas=replicas, val_steps=val_steps, val_size=size, val=val), reasons
 
 
+# --------------------------------------------------------------------------- the pipeline section
+
+# Where a pipelined cell's split came from (``plan_source``); who chose its stages × replicas is
+# ``shape_chosen_by``, one of jobs/pipeline/planner.py's SHAPE_CHOOSERS.
+PLAN_SOURCES = ("planner", "manual")
+_PIPELINE: dict[str, tuple[type | None, ...]] = {
+    "schedule": (str,),
+    "microbatches": (int,),
+    "microbatch_size": (int,),
+    "stages": (int,),  # pipeline ranks per replica
+    "virtual_stages": (int,),  # stages incl. interleaved chunks
+    "replicas": (int,),
+    "stage": (int,),  # this rank's pipeline rank
+    "replica": (int,),
+    "is_last_stage": (bool,),
+    "split": (list,),  # first block of stages 1..V-1
+    "plan_source": (str,),
+    # Absent in dumps written before the planner chose shapes: their config fixed the shape.
+    "shape_chosen_by": (str, None),
+    "predicted": (dict,),
+    "measured": (dict,),
+    "per_stage": (list,),
+}
+_PIPELINE_PREDICTED: dict[str, tuple[type | None, ...]] = {
+    "bottleneck": (str,),
+    "bottleneck_s": _NUM,
+    "step_s": _NUM,
+    "bubble_fraction": _NUM,
+    "plan_seconds": _NUM,
+    "samples_per_s": (*_NUM, None),  # absent before shapes were chosen by the planner
+}
+_PIPELINE_MEASURED: dict[str, tuple[type | None, ...]] = {
+    "step_s": (*_NUM, None),
+    "bottleneck_stage": (int, None),
+    "bottleneck_s": (*_NUM, None),
+    "bubble_fraction": (*_NUM, None),
+}
+_PIPELINE_STAGE: dict[str, tuple[type | None, ...]] = {
+    "stage": (int,),
+    "pp_rank": (int,),
+    "first_block": (int,),
+    "last_block": (int,),
+    "block_names": (list,),
+    "forward_s": (*_NUM, None),  # null where no step was timed
+    "backward_s": (*_NUM, None),
+    "predicted_forward_s": _NUM,
+    "predicted_backward_s": _NUM,
+    "measured_stage_s": (*_NUM, None),
+    "predicted_stage_s": _NUM,
+    "predicted_link_in_s": _NUM,
+    "peak_memory_bytes": (int, None),
+    "predicted_memory_bytes": (int,),
+    "parameter_bytes": (int,),
+    "max_inflight_microbatches": (int,),
+    "predicted_inflight_microbatches": (int,),
+    # Weight stashing (jobs/pipeline/section.py VERSION_FIELDS): peak versions held, updates a gradient
+    # lagged, bytes of the stashed versions; absent in dumps written before they were recorded.
+    "weight_versions": (int, None),
+    "staleness_updates": (int, None),
+    "stashed_weight_bytes": (int, None),
+    "predicted_weight_versions": (int, None),
+    "predicted_staleness_updates": (int, None),
+}
+# Fields every rank of a cell writes alike: the shape and the plan (stage, replica are the rank's own).
+_PIPELINE_SHARED = ("schedule", "microbatches", "microbatch_size", "stages", "virtual_stages", "replicas", "split",
+                    "plan_source", "shape_chosen_by")  # fmt: skip
+# Key endings of quantities that cannot be negative: times, sizes, micro-batch and update counts, in
+# any part of the section (schedule-specific fields included); and of counts of at least one.
+_NON_NEGATIVE_ENDINGS = ("_s", "_bytes", "_microbatches", "_updates")
+_POSITIVE_ENDINGS = ("_versions",)
+
+
+def _requested(config: Mapping[str, Any]) -> ShapeRequest | None:
+    """What a pipelined config asks of its shape; None when the config cannot say (damaged)."""
+    world, pipeline = world_size_of(config), _at(config, "pipeline")
+    if world is None or not isinstance(pipeline, dict):
+        return None
+    try:
+        return ShapeRequest.of(str(_at(config, "framework.name")), pipeline, world)
+    except (PlanError, LookupError, TypeError, ValueError):
+        return None
+
+
+def _fixed_shape(config: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(stages, replicas) a config fixes; None where the planner chooses them (auto) or it cannot say."""
+    request = _requested(config)
+    if request is None or request.chosen_by == "planner":
+        return None
+    layouts = request.shapes()
+    return (layouts[0].stages, layouts[0].replicas) if layouts else None
+
+
+def dump_replicas(doc: Mapping[str, Any]) -> int | None:
+    """Data-parallel replicas of the cell that wrote ``doc``: what its config fixes, else (stages and
+    replicas auto) what its pipeline section records, when that makes the world size."""
+    replicas = data_replicas(doc["config"])
+    section = doc.get("pipeline")
+    if replicas is None and kind_of(_at(doc["config"], "framework.name")) == "pipelined" and isinstance(section, dict):
+        stages, chosen = _positive_int(section.get("stages")), _positive_int(section.get("replicas"))
+        if stages and chosen and stages * chosen == doc.get("world_size"):
+            return chosen
+    return replicas
+
+
+def _pipeline_reasons(doc: Mapping[str, Any], checked: bool = True) -> list[str]:
+    """Every way ``doc``'s ``pipeline`` section is not one its cell's rank writes (docs/pipeline.md);
+    types only unless ``checked`` (its numbers are finite)."""
+    section, framework = doc.get("pipeline"), _at(doc["config"], "framework.name")
+    kind = kind_of(framework)
+    if section is None:
+        if kind == "pipelined" and _fixed_shape(doc["config"]) is None:
+            return ["pipeline: missing, but the config leaves stages × replicas to the planner (the section says them)"]
+        return []
+    if kind in _REPLICA_PER_RANK:
+        return [f"pipeline: a pipeline section in a dump of {framework}, which runs no pipeline"]
+    reasons = _pipeline_types(section)
+    if reasons or not checked:
+        return reasons[:_LISTED]
+    reasons = _pipeline_shape_reasons(doc, section) + _pipeline_config_reasons(doc["config"], section)
+    reasons += _pipeline_stage_reasons(section) + _pipeline_number_reasons(section)
+    return reasons[:_LISTED]
+
+
+def _pipeline_types(section: Mapping[str, Any]) -> list[str]:
+    reasons = _check_fields("pipeline.", section, _PIPELINE)
+    if reasons:
+        return reasons
+    reasons += _check_fields("pipeline.predicted.", section["predicted"], _PIPELINE_PREDICTED)
+    reasons += _check_fields("pipeline.measured.", section["measured"], _PIPELINE_MEASURED)
+    for k, entry in enumerate(section["per_stage"]):
+        if isinstance(entry, dict):
+            reasons += _check_fields(f"pipeline.per_stage[{k}].", entry, _PIPELINE_STAGE)
+        else:
+            reasons.append(f"pipeline.per_stage[{k}]: expected object, got {type(entry).__name__}")
+    if any(type(b) is not int for b in section["split"]):
+        reasons.append(f"pipeline.split: {section['split']}, expected block indices (ints)")
+    return reasons
+
+
+def _pipeline_shape_reasons(doc: Mapping[str, Any], section: Mapping[str, Any]) -> list[str]:
+    """The shape against the rank and the world: stages × replicas = world size, rank = replica · stages + stage."""
+    s, r, v, m, size = (section[k] for k in ("stages", "replicas", "virtual_stages", "microbatches", "microbatch_size"))
+    if min(s, r, v, m, size) < 1:
+        return [f"pipeline: stages {s}, replicas {r}, virtual_stages {v}, microbatches {m}, microbatch_size {size}: "
+                "each must be ≥ 1"]  # fmt: skip
+    reasons = []
+    if s * r != doc["world_size"]:
+        reasons.append(f"pipeline: {s} stages × {r} replicas ≠ world_size {doc['world_size']}")
+    if v % s:
+        reasons.append(f"pipeline.virtual_stages: {v}, not a multiple of its {s} stages")
+    stage, replica = section["stage"], section["replica"]
+    if not (0 <= stage < s and 0 <= replica < r):
+        reasons.append(f"pipeline: stage {stage} of replica {replica}, outside {s} stages × {r} replicas")
+    elif doc["rank"] != replica * s + stage:
+        reasons.append(f"pipeline: stage {stage} of replica {replica} is rank {replica * s + stage} "
+                       f"(replica · stages + stage), not rank {doc['rank']}")  # fmt: skip
+    if section["is_last_stage"] != (stage == s - 1):
+        reasons.append(f"pipeline.is_last_stage: {section['is_last_stage']} on stage {stage} of {s}")
+    batch = doc["config"].get("batch_size")
+    if type(batch) is int and m * size != batch:
+        reasons.append(f"pipeline: {m} micro-batches of {size} samples, but batch_size is {batch}")
+    if section["plan_source"] not in PLAN_SOURCES:
+        reasons.append(f"pipeline.plan_source: {section['plan_source']!r}, expected one of {PLAN_SOURCES}")
+    chosen = section.get("shape_chosen_by")
+    if chosen is not None and chosen not in SHAPE_CHOOSERS:
+        reasons.append(f"pipeline.shape_chosen_by: {chosen!r}, expected one of {SHAPE_CHOOSERS}")
+    return reasons
+
+
+def _pipeline_config_reasons(config: Mapping[str, Any], section: Mapping[str, Any]) -> list[str]:
+    """The section against what its config asks: schedule, micro-batches, a fixed shape, a manual split."""
+    request = _requested(config)
+    if request is None:
+        return []
+    reasons = []
+    if (section["schedule"], section["microbatches"]) != (request.schedule, request.microbatches):
+        reasons.append(f"pipeline: schedule {section['schedule']} with {section['microbatches']} micro-batches, "
+                       f"but the config runs {request.schedule} with {request.microbatches}")  # fmt: skip
+    chosen = section.get("shape_chosen_by")
+    if chosen is not None and chosen != request.chosen_by:
+        reasons.append(f"pipeline.shape_chosen_by: {chosen!r}, but the config's pipeline.stages and replicas "
+                       f"leave it to the {request.chosen_by}")  # fmt: skip
+    fixed = _fixed_shape(config)
+    if fixed is not None and fixed != (section["stages"], section["replicas"]):
+        reasons.append(f"pipeline: {section['stages']} stages × {section['replicas']} replicas, "
+                       f"but the config fixes {fixed[0]} × {fixed[1]}")  # fmt: skip
+    if request.split and list(request.split) != section["split"]:
+        reasons.append(f"pipeline.split: {section['split']}, but the config's pipeline.split is {list(request.split)}")
+    return reasons
+
+
+def _pipeline_stage_reasons(section: Mapping[str, Any]) -> list[str]:
+    """Per-stage entries in order, placed where the split puts them."""
+    s, v, split, per_stage = section["stages"], section["virtual_stages"], section["split"], section["per_stage"]
+    firsts = [0, *split]
+    if len(split) != v - 1 or any(b <= a for a, b in zip(firsts, split, strict=False)):
+        return [f"pipeline.split: {split}, but {v} stages need {v - 1} strictly increasing first blocks ≥ 1"]
+    if len(per_stage) != v:
+        return [f"pipeline.per_stage: {len(per_stage)} entries for {v} stages"]
+    reasons = []
+    for k, entry in enumerate(per_stage):
+        where = f"pipeline.per_stage[{k}]."
+        first, last = entry["first_block"], entry["last_block"]
+        if (entry["stage"], entry["pp_rank"]) != (k, k % s):
+            reasons.append(f"{where}stage, pp_rank: {entry['stage']}, {entry['pp_rank']}, "
+                           f"but entry {k} is stage {k} on pipeline rank {k % s}")  # fmt: skip
+        ends = last == firsts[k + 1] - 1 if k + 1 < v else last >= first
+        if first != firsts[k] or not ends:
+            reasons.append(f"{where}first_block, last_block: {first}, {last}, but the split starts it at block "
+                           f"{firsts[k]}" + (f" and ends it at {firsts[k + 1] - 1}" if k + 1 < v else ""))  # fmt: skip
+        elif len(entry["block_names"]) != last - first + 1:
+            reasons.append(f"{where}block_names: {len(entry['block_names'])} names for blocks {first}..{last}")
+    bottleneck = section["measured"]["bottleneck_stage"]
+    if bottleneck is not None and not 0 <= bottleneck < v:
+        reasons.append(f"pipeline.measured.bottleneck_stage: {bottleneck}, outside the {v} stages")
+    return reasons
+
+
+def _pipeline_number_reasons(section: Mapping[str, Any]) -> list[str]:
+    """Times, sizes and micro-batch counts not negative; the predicted bubble a fraction, the measured one ≤ 1."""
+    parts = [("pipeline.", section), ("pipeline.predicted.", section["predicted"]),
+             ("pipeline.measured.", section["measured"]),
+             *((f"pipeline.per_stage[{k}].", entry) for k, entry in enumerate(section["per_stage"]))]  # fmt: skip
+    numbers = [(where + key, value, key.endswith(_POSITIVE_ENDINGS)) for where, node in parts
+               for key, value in node.items()
+               if key.endswith(_NON_NEGATIVE_ENDINGS + _POSITIVE_ENDINGS) and type(value) in _NUMBER_TYPES]  # fmt: skip
+    reasons = [f"{path}: {value} < {int(positive)}" for path, value, positive in numbers if value < int(positive)]
+    predicted, measured = section["predicted"]["bubble_fraction"], section["measured"]["bubble_fraction"]
+    if not 0 <= predicted <= 1:
+        reasons.append(f"pipeline.predicted.bubble_fraction: {predicted}, outside [0, 1]")
+    if measured is not None and measured > 1:
+        reasons.append(f"pipeline.measured.bubble_fraction: {measured} > 1 (idle longer than the step)")
+    return reasons
+
+
+def _pipeline_rank_reasons(docs: Mapping[int, dict[str, Any]]) -> list[str]:
+    """The ranks of one attempt agree on the pipeline's shape and plan."""
+    sections = [d["pipeline"] for d in docs.values() if isinstance(d.get("pipeline"), dict)]
+    reasons = []
+    for key in _PIPELINE_SHARED:
+        values = {json.dumps(s.get(key), sort_keys=True) for s in sections}
+        if len(values) > 1:
+            reasons.append(f"ranks disagree on pipeline.{key}: {', '.join(sorted(values))}")
+    return reasons
+
+
 # --------------------------------------------------------------------------- one dump
 
 
-def validate(doc: Any) -> list[str]:
+def validate(doc: Any, *, numbers_finite: bool = False) -> list[str]:
     """Every reason ``doc`` is not a valid rank dump of this version; empty when valid.
 
     Types first; then meaning: finite numbers everywhere, and phases whose times, samples,
-    predictions, throughput and memory the dump's own config can produce.
+    predictions, throughput and memory the dump's own config can produce. ``numbers_finite``:
+    the caller knows from the file's text that no number can be non-finite or beyond int64
+    (:func:`text_may_hold_odd_numbers`), so the walk over every number is skipped.
     """
     if not isinstance(doc, dict):
         return [f"top level: expected object, got {type(doc).__name__}"]
@@ -425,7 +683,7 @@ def validate(doc: Any) -> list[str]:
         return [f"schema: expected {SCHEMA_NAME!r}, got {doc.get('schema')!r}"]
     if doc.get("schema_version") != SCHEMA_VERSION:
         return [f"schema_version: this reader understands {SCHEMA_VERSION}, got {doc.get('schema_version')!r}"]
-    found = non_finite(doc)
+    found = [] if numbers_finite else non_finite(doc)
     reasons = _non_finite_reasons(found)
     typed = _check_fields("", doc, _TOP_LEVEL)
     if typed:
@@ -437,8 +695,11 @@ def validate(doc: Any) -> list[str]:
     missing_env = [k for k in ENVIRONMENT_REQUIRED if k not in doc["environment"]]
     if missing_env:
         reasons.append(f"environment: missing {', '.join(missing_env)}")
+    reasons += _model_state_reasons(doc.get("model_state"))
     shape, shape_reasons = _shape(doc)
     reasons += shape_reasons
+    # Numbers that are not finite are named already; checking their meaning would only restate it.
+    reasons += _pipeline_reasons(doc, checked=not any(path.startswith("pipeline.") for path, _ in found))
     for name in PHASES:
         phase = doc["phases"].get(name)
         if not isinstance(phase, dict):
@@ -454,6 +715,14 @@ def validate(doc: Any) -> list[str]:
                 phase_reasons += _sample_reasons(where, name, phase, shape, doc["counts_samples"])
         reasons += phase_reasons
     return reasons
+
+
+def _model_state_reasons(section: Mapping[str, Any] | None) -> list[str]:
+    """Byte counts of the ``model_state`` section: present, ints, not negative (a null section is fine)."""
+    if section is None:
+        return []
+    reasons = _check_fields("model_state.", section, _MODEL_STATE)
+    return reasons or [f"model_state.{key}: {section[key]} < 0" for key in MODEL_STATE_FIELDS if section[key] < 0]
 
 
 def _field_of(path: str, where: str) -> str:
@@ -639,13 +908,31 @@ def _cell_reasons(doc: Any, cell_config: Mapping[str, Any], filled: dict[str, An
 
 def read_json(path: str | os.PathLike[str]) -> tuple[Any, str | None]:
     """(document, None), or (None, "missing"), or (None, why it is unreadable); never raises for content."""
+    doc, error, _ = _read_json_text(path)
+    return doc, error
+
+
+# Every way JSON text can spell a number `non_finite` would name: Python's json reads Infinity, NaN and
+# -Infinity, a float literal with a 3-digit exponent or 309+ digits can overflow to inf, and an int
+# beyond int64 has 19+ digits. Text without any of these holds only finite, int64-sized numbers.
+# Matches inside strings (a host name, a hash) only cost the full walk, never a missed number.
+_ODD_NUMBER_TEXT = re.compile(rb"Infinity|NaN|[eE]\+?\d{3}|\d{19}")
+
+
+def text_may_hold_odd_numbers(text: bytes) -> bool:
+    return _ODD_NUMBER_TEXT.search(text) is not None
+
+
+def _read_json_text(path: str | os.PathLike[str]) -> tuple[Any, str | None, bool]:
+    """:func:`read_json`, and whether the text may hold a number that is not finite or beyond int64."""
     try:
         with open(path, "rb") as handle:
-            return json.loads(handle.read()), None
+            text = handle.read()
+        return json.loads(text), None, text_may_hold_odd_numbers(text)
     except FileNotFoundError:
-        return None, "missing"
+        return None, "missing", True
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        return None, f"unreadable ({type(err).__name__}: {err})"
+        return None, f"unreadable ({type(err).__name__}: {err})", True
 
 
 def check_ranks(docs: Mapping[int, dict[str, Any]], world_size: int) -> list[str]:
@@ -660,7 +947,8 @@ def check_ranks(docs: Mapping[int, dict[str, Any]], world_size: int) -> list[str
     first = next(iter(docs.values()))
     if any(d["config"] != first["config"] for d in docs.values()):
         reasons.append("ranks disagree on config")
-    replicas = data_replicas(first["config"])
+    reasons += _pipeline_rank_reasons(docs)
+    replicas = dump_replicas(first)
     counting = sum(d["counts_samples"] for d in docs.values())
     if len(docs) == world_size and replicas is not None and counting != replicas:
         reasons.append(
@@ -686,11 +974,11 @@ def read_attempt(
     reasons: list[str] = []
     for rank in range(world_size):
         name = dump_filename(rank)
-        doc, error = read_json(os.path.join(folder, name))
+        doc, error, odd_numbers = _read_json_text(os.path.join(folder, name))
         if error:
             reasons.append(f"rank {rank}: {'no dump' if error == 'missing' else error}")
             continue
-        invalid = validate(doc)
+        invalid = validate(doc, numbers_finite=not odd_numbers)
         if cell_config is not None:
             invalid += _cell_reasons(doc, cell_config, filled, cell_id)
         if invalid:

@@ -2,7 +2,8 @@
 
 A cell's id hashes its resolved config, hardware included (the cluster profile, partition,
 constraint, GPU type and count, CPUs and memory per GPU, setup lines): a sweep over partitions
-keeps one cell per partition. Only :data:`SCHEDULING_KEYS` are left out; grid points that differ
+keeps one cell per partition. Only :data:`SCHEDULING_KEYS` and the knob sections of frameworks
+other than the cell's (jobs/frameworks.py) are left out; grid points that differ
 in nothing else are one cell, and the plan reports every such merge (:func:`merge_notes`).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.frameworks import foreign_knobs
 from jobs.schema import value_at, without_added_defaults
 from orchestrator.errors import ConfigError
 
@@ -21,7 +23,10 @@ from orchestrator.errors import ConfigError
 # version would not give them: continuing it would run them a second time (check_cell_id_scheme).
 #   1: the config without `cluster` (two partitions were one cell).
 #   2: the config without SCHEDULING_KEYS only.
-CELL_ID_SCHEME = 2
+#   3: also without the knob sections of other frameworks (a ddp cell's id ignores `horovod:`,
+#      `pipeline:`, `fsdp:`), so adding a framework's section or changing its defaults leaves every
+#      other framework's cells where they were.
+CELL_ID_SCHEME = 3
 
 # Keys that say how a cell is queued or reached, never what it runs on or what it measures:
 # time limits, account, QOS, requeues, the signal before the limit, how many tasks run at once,
@@ -56,6 +61,8 @@ _SCHEDULING_BY_SECTION = _by_section(SCHEDULING_KEYS)
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that a cell id hashes (one pass: sweeps plan 100,000 cells)."""
     kept = without_added_defaults(config)  # a copy: its sections may be replaced
+    for section in foreign_knobs(value_at(kept, "framework.name")):
+        kept.pop(section, None)
     for section, leaves in _SCHEDULING_BY_SECTION.items():
         node = kept.get(section)
         if isinstance(node, dict):
@@ -79,15 +86,25 @@ class MergedPoint:
 
     kept: tuple[str, ...]  # the earlier point's overrides
     dropped: tuple[str, ...]  # this point's overrides
-    keys: tuple[str, ...]  # the scheduling keys whose values differ (empty: the same config spelled twice)
+    # The keys whose values differ: scheduling keys, or knobs of frameworks other than the cell's
+    # (empty: the same config spelled twice).
+    keys: tuple[str, ...]
     example: str  # one differing key, as `key=kept value (not dropped value)`
 
     @classmethod
     def of(cls, kept: Any, dropped: Any) -> MergedPoint:
         """From two planned cells (anything with ``overrides`` and ``config``) of one id."""
-        keys = tuple(k for k in SCHEDULING_KEYS if value_at(kept.config, k) != value_at(dropped.config, k))
+        keys = _differing_keys(kept.config, dropped.config)
         example = f"{keys[0]}={value_at(kept.config, keys[0])}, not {value_at(dropped.config, keys[0])}" if keys else ""
         return cls(tuple(kept.overrides), tuple(dropped.overrides), keys, example)
+
+
+def _differing_keys(kept: dict[str, Any], dropped: dict[str, Any]) -> tuple[str, ...]:
+    keys = [k for k in SCHEDULING_KEYS if value_at(kept, k) != value_at(dropped, k)]
+    for section in sorted(foreign_knobs(value_at(kept, "framework.name"))):
+        ours, theirs = kept.get(section) or {}, dropped.get(section) or {}
+        keys += [f"{section}.{leaf}" for leaf in sorted({*ours, *theirs}) if ours.get(leaf) != theirs.get(leaf)]
+    return tuple(keys)
 
 
 def merge_notes(merged: list[MergedPoint]) -> list[str]:
@@ -102,8 +119,9 @@ def merge_notes(merged: list[MergedPoint]) -> list[str]:
         cells = f"{len(kept)} cell" + ("s" if len(kept) > 1 else "")
         if keys:
             notes.append(
-                f"{total} grid points differ only in scheduling keys ({', '.join(keys)}): merged into {cells}; "
-                f"each runs with its first point's values (here {points[0].example})"
+                f"{total} grid points differ only in scheduling keys or knobs their framework does not read "
+                f"({', '.join(keys)}): merged into {cells}; each runs with its first point's values "
+                f"(here {points[0].example})"
             )
         else:
             notes.append(f"{total} grid points are the same config written differently: merged into {cells}")

@@ -4,10 +4,11 @@ A full Hydra compose costs tens of milliseconds; a 10,000-cell sweep would spend
 there. Cells of a grid differ in a few values, so: compose once per distinct choice of
 config groups (``model=…``, ``framework=…``, presets), check and convert each distinct
 ``key=value`` once against that typed config (so a wrong type is still Hydra's error),
-then build each cell as a copy of the resolved base with its values set. Whenever that
-shortcut could differ from Hydra (interpolations other than ``oc.env``, ``+``/``~``
-overrides, package overrides) the cell is composed the slow, exact way. The tests compare
-both ways on grids with ranges, choices and globs.
+then build each cell as a copy of the resolved base with its values set (a base whose plain
+group choices differ from an earlier one in several groups is combined from single-change
+composes: orchestrator/group_compose.py). Whenever that shortcut could differ from Hydra
+(interpolations other than ``oc.env``, ``+``/``~`` overrides, package overrides) the cell is
+composed the slow, exact way. The tests compare both ways on grids with ranges, choices and globs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator import config as cfgmod
+from orchestrator.group_compose import GroupCombiner
 
 _IMMUTABLE = (str, int, float, bool, type(None))  # shared between cells as they are: nothing can change them
 _OTHER_INTERPOLATION = re.compile(r"\$\{(?!oc\.env:)")
@@ -51,6 +53,7 @@ class FastComposer:
         self._trial: DictConfig | None = None
         self.slow_composes = 0
         self.fast_cells = 0
+        self._combiner = GroupCombiner(self._exact_base)
 
     def _parse(self, text: str) -> Any:
         if text not in self._parsed:
@@ -78,6 +81,13 @@ class FastComposer:
         )
 
     def _base(self, groups: tuple[str, ...]) -> tuple[DictConfig, dict[str, Any]] | None:
+        if groups not in self._bases:
+            combined = self._combiner.combine(groups)  # several plain group choices changed: no compose
+            if combined is not None:
+                self._bases[groups] = combined
+        return self._exact_base(groups)
+
+    def _exact_base(self, groups: tuple[str, ...]) -> tuple[DictConfig, dict[str, Any]] | None:
         if groups not in self._bases:
             typed = cfgmod.compose(list(groups))
             unresolved = OmegaConf.to_yaml(typed)

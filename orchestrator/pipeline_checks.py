@@ -1,7 +1,9 @@
 """Plan-time checks of pipeline and model_parallel cells: bad layouts fail before launch.
 
-The block count needs torch (the model is built on the meta device, no weights); on a
-login node without torch that one check is left to the job.
+Block counts come from a torch-free table (jobs/pipeline/block_counts.py); a model it does
+not know is built on the meta device to count, which needs torch: on a login node without
+torch that one check is left to the job. With ``pipeline.stages`` and ``replicas`` auto the job
+chooses the shape from its profile; here it is enough that one stages × replicas runs.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from functools import cache
 from itertools import pairwise
 from typing import Any
 
-from jobs.pipeline.planner import SCHEDULES, Layout
-from orchestrator.frameworks import checker
+from jobs.pipeline import block_counts
+from jobs.pipeline.planner import SCHEDULES, Layout, PlanError, ShapeRequest
 
 
 @cache
 def _blocks(model: str, num_classes: int, channels: int) -> int | str | None:
     """The model's block count, an error text for unsupported families, None without torch."""
+    known = block_counts.block_count(model)
+    if known is not None:
+        return known
     try:
         from jobs.pipeline.blocks import UnsupportedModelError, block_count
     except ImportError:
@@ -29,21 +34,11 @@ def _blocks(model: str, num_classes: int, channels: int) -> int | str | None:
         return None  # an unknown model name: validate() reports it already
 
 
-def _check_layout(config: dict[str, Any], layout: Layout, name: str) -> list[str]:
-    pipe, problems = config["pipeline"], []
-    processes = config["gpus"] * config["nodes"]
-    if layout.stages < 1 or layout.replicas < 1:
-        return [f"pipeline.stages={pipe['stages']}, pipeline.replicas={layout.replicas}: must be ≥ 1"]
-    if layout.stages * layout.replicas != processes:
-        problems.append(
-            f"pipeline.stages={layout.stages} × pipeline.replicas={layout.replicas} ≠ "
-            f"{processes} processes (gpus={config['gpus']} × nodes={config['nodes']}): "
-            f"set pipeline.stages={processes // layout.replicas}"
-            if processes % layout.replicas == 0
-            else f"pipeline.replicas={layout.replicas} does not divide {processes} processes"
-        )
-    if name == "pipeline":
-        m = layout.microbatches
+def _request_problems(config: dict[str, Any], request: ShapeRequest) -> list[str]:
+    """What is wrong whatever the shape: micro-batches, schedule, precision."""
+    problems = []
+    if request.framework == "pipeline":
+        m = request.microbatches
         if m < 1:
             problems.append(f"pipeline.microbatches={m}: must be ≥ 1")
         elif config["batch_size"] % m:
@@ -51,23 +46,50 @@ def _check_layout(config: dict[str, Any], layout: Layout, name: str) -> list[str
                 f"pipeline.microbatches={m} does not divide batch_size={config['batch_size']}: "
                 f"micro-batches must be equal"
             )
-        if layout.schedule not in SCHEDULES:
-            problems.append(f"pipeline.schedule={layout.schedule}: expected one of {', '.join(SCHEDULES)}")
-        elif layout.schedule == "interleaved_1f1b" and m >= 1:
-            rounds = max(1, m // layout.stages)
-            if m % rounds:
-                problems.append(
-                    f"pipeline.microbatches={m}: interleaved_1f1b needs a multiple of "
-                    f"{rounds} (micro-batches ÷ stages rounds)"
-                )
+        if request.schedule not in SCHEDULES:
+            problems.append(f"pipeline.schedule={request.schedule}: expected one of {', '.join(SCHEDULES)}")
+    if config["precision"] != "fp32":
+        problems.append(f"precision={config['precision']}: {request.framework} runs fp32 only")
     return problems
 
 
-def _check_blocks(config: dict[str, Any], layout: Layout) -> list[str]:
-    dataset = config["dataset"]
-    blocks = _blocks(config["model"]["name"], dataset["num_classes"], dataset["channels"])
-    if isinstance(blocks, str):
-        return [f"model.name={config['model']['name']}: {blocks}"]
+def _unmade(config: dict[str, Any], request: ShapeRequest) -> str:
+    """A set stages or replicas that does not divide the processes."""
+    processes = f"{request.processes} processes (gpus={config['gpus']} × nodes={config['nodes']})"
+    if request.stages is not None:
+        return f"pipeline.stages={request.stages} does not divide {processes}"
+    if request.replicas is not None:
+        return f"pipeline.replicas={request.replicas} does not divide {processes}"
+    return (
+        f"pipeline.split={list(request.split)} names {request.split_stages} stages, which do not divide "
+        f"{processes}: set pipeline.stages, or list one first block per stage after the first"
+    )
+
+
+def _check_shape(config: dict[str, Any], layout: Layout) -> list[str]:
+    problems = []
+    processes = config["gpus"] * config["nodes"]
+    if layout.stages * layout.replicas != processes:
+        problems.append(
+            f"pipeline.stages={layout.stages} × pipeline.replicas={layout.replicas} ≠ "
+            f"{processes} processes (gpus={config['gpus']} × nodes={config['nodes']}): "
+            f"set pipeline.stages={processes // layout.replicas}, or both auto"
+        )
+    if not layout.microbatches_fit and layout.schedule == "pipedream_2bw":
+        problems.append(
+            f"pipeline.microbatches={layout.microbatches}: pipedream_2bw needs at least as many micro-batches "
+            f"as stages ({layout.stages}), so that two weight versions suffice"
+        )
+    elif not layout.microbatches_fit:
+        rounds = max(1, layout.microbatches // layout.stages)
+        problems.append(
+            f"pipeline.microbatches={layout.microbatches}: interleaved_1f1b needs a multiple of "
+            f"{rounds} (micro-batches ÷ stages rounds)"
+        )
+    return problems
+
+
+def _check_blocks(config: dict[str, Any], layout: Layout, blocks: int | None) -> list[str]:
     if blocks is None:
         return []
     problems = []
@@ -93,20 +115,32 @@ def _check_blocks(config: dict[str, Any], layout: Layout) -> list[str]:
 
 def _check(config: dict[str, Any], name: str) -> list[str]:
     processes = config["gpus"] * config["nodes"]
-    layout = Layout.of(name, config["pipeline"], processes)
-    problems = _check_layout(config, layout, name)
-    if config["precision"] != "fp32":
-        problems.append(f"precision={config['precision']}: {name} runs fp32 only")
-    if not problems:
-        problems += _check_blocks(config, layout)
-    return problems
+    try:
+        request = ShapeRequest.of(name, config["pipeline"], processes)
+    except (PlanError, TypeError, ValueError) as err:
+        return [str(err)]
+    problems = _request_problems(config, request)
+    if problems:
+        return problems
+    dataset = config["dataset"]
+    blocks = _blocks(config["model"]["name"], dataset["num_classes"], dataset["channels"])
+    if isinstance(blocks, str):
+        return [f"model.name={config['model']['name']}: {blocks}"]
+    layouts = request.shapes()
+    if not layouts:
+        return [_unmade(config, request)]
+    found = [(layout, _check_shape(config, layout) or _check_blocks(config, layout, blocks)) for layout in layouts]
+    if request.chosen_by != "planner":
+        return found[0][1]
+    if any(not reasons for _, reasons in found):
+        return []  # the planner picks among the shapes that run (the job does the same filtering)
+    tried = "; ".join(f"{layout.stages} × {layout.replicas}: {reasons[0]}" for layout, reasons in found)
+    return [f"pipeline.stages=auto, pipeline.replicas=auto: no stages × replicas = {processes} processes runs: {tried}"]
 
 
-@checker("pipeline")
 def check_pipeline(config: dict[str, Any]) -> list[str]:
     return _check(config, "pipeline")
 
 
-@checker("model_parallel")
 def check_model_parallel(config: dict[str, Any]) -> list[str]:
     return _check(config, "model_parallel")

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.frameworks import kind_of
 from orchestrator import config as cfgmod
 from orchestrator.errors import ConfigError
 
 
 def _config(overrides: list[str]) -> dict[str, Any]:
-    import orchestrator.pipeline_checks  # noqa: F401 - registers the checkers
-
     if not any(o.lstrip("+~").startswith("framework=") for o in overrides):
         overrides = ["framework=pipeline", *overrides]
     config = cfgmod.resolved(cfgmod.compose(overrides))
     cfgmod.validate(config)
-    if config["framework"]["name"] not in ("pipeline", "model_parallel"):
-        raise ConfigError(
-            f"framework={config['framework']['name']}: profile/plan are for pipeline or model_parallel"
-        )
+    if kind_of(config["framework"]["name"]) != "pipelined":
+        raise ConfigError(f"framework={config['framework']['name']}: profile/plan are for pipeline or model_parallel")
     return config
 
 
@@ -33,13 +30,13 @@ def _profile(config: dict[str, Any], refresh: bool = False):
 
     from jobs.failures import NoGpuError
     from jobs.models import build_model
-    from jobs.pipeline.planner import Layout
+    from jobs.pipeline.planner import ShapeRequest
     from jobs.pipeline.profiler import cached_profile
     from jobs.strategies.base import resolve_device
 
     dataset = config["dataset"]
-    layout = Layout.of(config["framework"]["name"], config["pipeline"],
-                       config["gpus"] * config["nodes"])  # fmt: skip
+    request = ShapeRequest.of(config["framework"]["name"], config["pipeline"],
+                              config["gpus"] * config["nodes"])  # fmt: skip
     torch.set_num_threads(config["threads_per_process"])
     try:
         device = resolve_device(config["device"], 0)
@@ -50,7 +47,7 @@ def _profile(config: dict[str, Any], refresh: bool = False):
                             in_channels=dataset["channels"]),
         config["model"]["name"],
         [dataset["channels"], dataset["image_size"], dataset["image_size"]],
-        config["batch_size"] // layout.microbatches, device, config["precision"],
+        config["batch_size"] // request.microbatches, device, config["precision"],
         refresh=refresh,
     )  # fmt: skip
 
@@ -64,36 +61,39 @@ def profile_command(overrides: list[str], refresh: bool = False) -> str:
 
 
 def plan_command(overrides: list[str], refresh: bool = False) -> str:
-    """The planner's stages for the configured processes (``gpus × nodes``)."""
+    """The plan a cell of this config runs (``gpus × nodes`` processes): the planner's stages × replicas
+    when ``pipeline.stages``/``replicas`` are auto, else the configured ones beside the planner's best."""
     from jobs.pipeline import planner
 
     config = _config(overrides)
     profile, path, hit = _profile(config, refresh)
     processes = config["gpus"] * config["nodes"]
-    layout = planner.Layout.of(config["framework"]["name"], config["pipeline"], processes)
+    request = planner.ShapeRequest.of(config["framework"]["name"], config["pipeline"], processes)
     cluster = config["cluster"]
     topology = planner.Topology(
         processes=processes, per_node=config["gpus"],
         intranode_gbps=cluster["intranode_gbps"], interconnect_gbps=cluster["interconnect_gbps"],
     )  # fmt: skip
     try:
-        result = planner.plan(
-            profile, stages=layout.stages, replicas=layout.replicas,
-            microbatches=layout.microbatches, topology=topology, schedule=layout.schedule,
-            split=list(config["pipeline"]["split"]) or None,
-        )  # fmt: skip
+        result = planner.plan_for(request, profile, topology)
     except planner.PlanError as err:
         raise ConfigError(str(err)) from err
-    text = planner.format_plan(result, profile)
-    if layout.replicas == 1 and processes > 1 and not config["pipeline"]["split"]:
-        best = planner.choose_shape(profile, processes=processes, microbatches=layout.microbatches,
-                                    topology=topology, schedule=layout.schedule)  # fmt: skip
+    text = planner.format_plan(result, profile) + f"\nshape chosen by the {request.chosen_by}"
+    if request.chosen_by == "planner":
+        text += f" (pipeline.stages=auto, pipeline.replicas=auto: best of {_shapes_text(request)})"
+    elif processes > 1 and not request.split:
+        best = planner.choose_shape(profile, processes=processes, microbatches=request.microbatches,
+                                    topology=topology, schedule=request.schedule)  # fmt: skip
         text += (
             f"\nbest stages × replicas for {processes} processes (PipeDream replication): "
-            f"pipeline.stages={best.stages} pipeline.replicas={best.replicas}, predicted "
+            f"pipeline.stages={best.stages} pipeline.replicas={best.replicas} (or both auto), predicted "
             f"{best.replicas * config['batch_size'] / best.step_s:.1f} samples/s vs "
-            f"{config['batch_size'] / result.step_s:.1f}"
+            f"{result.replicas * config['batch_size'] / result.step_s:.1f}"
         )
     if profile.noisy:
         text += f"\nprofile {planner.NOISE_WARNING}"
     return f"{text}\nprofile {'cached' if hit else 'measured'}: {path}"
+
+
+def _shapes_text(request: Any) -> str:
+    return ", ".join(f"{lay.stages}×{lay.replicas}" for lay in request.shapes())

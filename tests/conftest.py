@@ -23,6 +23,16 @@ IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 SOURCE_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
+@pytest.fixture(autouse=True)
+def _no_job_name_leaks_between_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dnnbench run` called in-process tags this process with its job name (the launcher and ranks
+    inherit it, orchestrator/backends/local.py): undone after each test, or every process a later
+    test starts would be taken for one of that run's."""
+    from orchestrator.backends.local_processes import JOB_ENV
+
+    monkeypatch.delenv(JOB_ENV, raising=False)
+
+
 def mnist_source() -> Path | None:
     """The folder with the real MNIST test split, or None when this machine has none."""
     candidates = []

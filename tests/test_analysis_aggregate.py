@@ -56,19 +56,15 @@ def test_single_repeat_uses_timed_steps(tmp_path):
 
 
 def test_pipeline_counts_only_counting_ranks(tmp_path):
-    cfg = synthetic.config(**{"gpus": 4, "framework.name": "pipeline"})
-    synthetic.write_cell(
-        tmp_path,
-        cfg,
-        step_times=[[0.5] * 4] * 4,
-        counting_ranks={3},
-        pipeline={"stages": [{"predicted_s": 0.1, "measured_s": 0.12}] * 4},
-    )
+    cfg = synthetic.config(**{"gpus": 4, "framework.name": "pipeline", "pipeline.stages": 4})
+    folder = synthetic.write_cell(tmp_path, cfg, step_times=[[0.5] * 4] * 4)
     done = collect([tmp_path], progress=False)
     train = _row(done.results, phase="train")
     assert train["samples"] == 32 * 4  # last stage only
     assert train["throughput"] == pytest.approx(128 / (1.002 * 2.0))
-    assert len(done.stages) == 4 and set(done.stages["measured_s"]) == {0.12}
+    assert (train["pp_stages"], train["pp_replicas"]) == (4, 1)
+    per_stage = json.loads((folder / "rank_0.json").read_text())["pipeline"]["per_stage"]
+    assert list(done.stages["measured_s"]) == [s["measured_stage_s"] for s in per_stage]
 
 
 def test_speedup_and_efficiency_against_one_process(tmp_path):
@@ -244,20 +240,14 @@ def test_parallel_reading_equals_serial(tmp_path):
 
 
 def test_stage_balance_reads_the_pipeline_strategy_shape(tmp_path):
-    # jobs/strategies/pipeline.py: "stages" is a count, "per_stage" the list
-    section = {
-        "stages": 2,
-        "per_stage": [
-            {"stage": 0, "predicted_stage_s": 0.10, "measured_stage_s": 0.12},
-            {"stage": 1, "predicted_stage_s": 0.10, "measured_stage_s": None},
-        ],
-        "predicted": {"step_s": 0.3},
-    }
-    cfg = synthetic.config(**{"gpus": 2, "framework.name": "pipeline"})
-    synthetic.write_cell(tmp_path, cfg, step_times=[[0.5] * 3] * 2, counting_ranks={1}, pipeline=section)
+    # jobs/pipeline/section.py writes synthetic and real sections alike: "stages" a count, "per_stage" the list
+    cfg = synthetic.config(**{"gpus": 2, "framework.name": "pipeline", "pipeline.replicas": 1})
+    folder = synthetic.write_cell(tmp_path, cfg, step_times=[[0.5] * 3] * 2)
+    section = json.loads((folder / "rank_1.json").read_text())["pipeline"]
     stages = collect([tmp_path], progress=False).stages
     assert list(stages["stage"]) == [0, 1]
-    assert stages["measured_s"].iloc[0] == 0.12 and math.isnan(stages["measured_s"].iloc[1])
+    assert list(stages["predicted_s"]) == [s["predicted_stage_s"] for s in section["per_stage"]]
+    assert list(stages["measured_s"]) == [s["measured_stage_s"] for s in section["per_stage"]]
 
 
 def test_a_dump_from_before_a_key_existed_is_the_same_configuration(tmp_path):

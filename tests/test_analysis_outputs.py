@@ -65,7 +65,7 @@ def test_aggregate_writes_every_output(sweep):
 
 def test_report_is_self_contained(sweep):
     html = (sweep / "results" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 4 + 1  # and the study's view of its one model
     assert "<script" not in html and 'src="http' not in html
     assert "Incomplete cells" in html and "Environment" in html
 

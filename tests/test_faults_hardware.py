@@ -26,7 +26,7 @@ from analysis import synthetic
 from jobs.schema import without_added_defaults
 from orchestrator import cli
 from orchestrator.backends.slurm import scheduler_log_reason
-from orchestrator.cell_identity import SCHEDULING_KEYS, cell_id
+from orchestrator.cell_identity import CELL_ID_SCHEME, SCHEDULING_KEYS, cell_id
 from orchestrator.config import compose, resolved
 from orchestrator.paths import SweepPaths
 
@@ -134,6 +134,9 @@ def test_every_scheduling_key_is_tested() -> None:
     assert set(SCHEDULING_AXES) | {"cluster.ssh_identity_file"} == set(SCHEDULING_KEYS)
 
 
+MERGE_REASON = "scheduling keys or knobs their framework does not read"
+
+
 @pytest.mark.parametrize("key", sorted(SCHEDULING_AXES))
 def test_points_differing_in_a_scheduling_key_merge_with_a_note(
     key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -141,14 +144,23 @@ def test_points_differing_in_a_scheduling_key_merge_with_a_note(
     ids, out = dry_run(tmp_path, capsys, *SLURM, f"{key}={SCHEDULING_AXES[key]}")
     assert len(ids) == 1, out
     first = SCHEDULING_AXES[key].split(",")[0]
-    assert f"note: 2 grid points differ only in scheduling keys ({key}): merged into 1 cell" in out, out
+    assert f"note: 2 grid points differ only in {MERGE_REASON} ({key}): merged into 1 cell" in out, out
     assert f"{key}={first}," in out  # which value the cell runs with
 
 
 def test_the_merge_note_counts_grid_points_not_repeats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ids, out = dry_run(tmp_path, capsys, *SLURM, "cluster.time_limit_min=10,20,30", "seed=1,2", "repeats=2")
     assert len(ids) == 4, out  # 2 seeds × 2 repeats
-    assert "6 grid points differ only in scheduling keys (cluster.time_limit_min): merged into 2 cells" in out
+    assert f"6 grid points differ only in {MERGE_REASON} (cluster.time_limit_min): merged into 2 cells" in out
+
+
+def test_points_differing_in_another_frameworks_knobs_merge_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ddp cell reads no horovod knob: sweeping one gives one ddp cell (said), and a horovod cell per value."""
+    ids, out = dry_run(tmp_path, capsys, *SLURM, "framework=ddp,horovod", "horovod.fusion_threshold_mb=16,32")
+    assert len(ids) == 3, out
+    assert f"2 grid points differ only in {MERGE_REASON} (horovod.fusion_threshold_mb): merged into 1 cell" in out
 
 
 def test_one_config_written_twice_is_one_cell_with_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,7 +181,11 @@ def test_the_new_ids_differ_from_the_old_so_old_folders_cannot_be_continued() ->
     assert cell_id(config) != scheme_1_id(config)
 
 
-@pytest.mark.parametrize(("scheme", "says"), [(None, "an older dnnbench (cell id scheme 1;"), (3, "another dnnbench")])
+@pytest.mark.parametrize(
+    ("scheme", "says"),
+    [(None, "an older dnnbench (cell id scheme 1;"), (2, "an older dnnbench (cell id scheme 2;"),
+     (CELL_ID_SCHEME + 1, "another dnnbench")],
+)  # fmt: skip
 def test_a_sweep_folder_of_another_id_scheme_is_refused_not_rerun(
     scheme: int | None, says: str, tmp_path: Path
 ) -> None:
@@ -178,7 +194,7 @@ def test_a_sweep_folder_of_another_id_scheme_is_refused_not_rerun(
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     manifest = json.loads((folder / "sweep.json").read_text())
-    assert manifest["cell_id_scheme"] == 2
+    assert manifest["cell_id_scheme"] == CELL_ID_SCHEME == 3
     if scheme is None:  # what the release before wrote: no scheme
         del manifest["cell_id_scheme"]
     else:

@@ -28,7 +28,7 @@ def _run(tmp_path: Path, monkeypatch, *overrides: str) -> list[dict]:
 
 
 def test_pipeline_cell_writes_valid_dumps_with_pipeline_section(tmp_path, monkeypatch):
-    first, last = _run(tmp_path, monkeypatch, "framework=pipeline", "batch_size=8", "steps=3",
+    first, last = _run(tmp_path, monkeypatch, "framework=pipeline", "pipeline.stages=2", "batch_size=8", "steps=3",
                        "warmup_steps=1", "val_steps=2")  # fmt: skip
     assert (first["counts_samples"], last["counts_samples"]) == (False, True)
     assert first["phases"]["train"]["samples"] == 0
@@ -49,7 +49,7 @@ def test_pipeline_cell_writes_valid_dumps_with_pipeline_section(tmp_path, monkey
 
 @pytest.mark.slow
 def test_pipeline_learns_mnist(tmp_path, monkeypatch, mnist_root: Path):
-    _, last = _run(tmp_path, monkeypatch, "framework=pipeline", "dataset=mnist", "dataset.on_device=true",
-                   f"dataset.root={mnist_root}", "batch_size=64", "steps=150",
+    _, last = _run(tmp_path, monkeypatch, "framework=pipeline", "pipeline.stages=2", "dataset=mnist",
+                   "dataset.on_device=true", f"dataset.root={mnist_root}", "batch_size=64", "steps=150",
                    "val_steps=20", "lr=0.02")  # fmt: skip
     assert last["phases"]["val"]["accuracy"] > 0.5  # chance is 0.1

@@ -248,6 +248,23 @@ def test_baseline_gate_passes_the_same_speed(tmp_path: Path, capsys: pytest.Capt
     assert "Confound" not in out
 
 
+def test_a_reference_that_matches_no_row_is_not_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A gate that judged nothing (every row "no reference") exits 7, never 0."""
+    folder = sweep(tmp_path / "s", gpus=(1,))
+    ref = reference(tmp_path, f"horovod,resnet50,4,train,samples_per_s,{throughput(1):.3f},2%,2%,paper\n")
+    code, out, _ = run(capsys, "check", str(folder), "--reference", str(ref))
+    assert code == ExitCode.CHECK_FAILED, out
+    assert "0 pass, 0 fail" in out and "NOTHING CHECKED" in out and "PASSED" not in out
+
+
+def test_a_baseline_with_no_comparable_row_is_not_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Grids that share no configuration: every row "no baseline", so nothing is judged: exit 7."""
+    before, again = sweep(tmp_path / "before", gpus=(1,)), sweep(tmp_path / "again", gpus=(2,))
+    code, out, _ = run(capsys, "check", str(again), "--baseline", str(before))
+    assert code == ExitCode.CHECK_FAILED, out
+    assert "no baseline" in out and "NOTHING CHECKED" in out and "PASSED" not in out
+
+
 @pytest.mark.parametrize("drop", ["5", "-1%", "100%", "five"])
 def test_a_bad_max_drop_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], drop: str) -> None:
     folder = sweep(tmp_path / "s", gpus=(1,))

@@ -279,3 +279,25 @@ def test_a_noop_dump_without_timed_steps_is_valid(dump):
                      correct=None, evaluated=None, accuracy=None)  # fmt: skip
     dump["config"]["framework"]["name"] = dump["framework"] = "noop"
     assert schema.validate(dump) == []
+
+
+@pytest.mark.parametrize(
+    "number_text",
+    ["Infinity", "-Infinity", "NaN", "1e999", "1E+400", "-2e308", "9" * 400 + ".0", str(2**63), str(-(2**63) - 1)],
+)
+def test_text_that_can_spell_an_odd_number_is_always_walked(number_text: str) -> None:
+    """The byte check that lets a dump skip the walk over its numbers never misses one the walk names."""
+    text = ('{"phases": {"train": {"seconds": ' + number_text + "}}}").encode()
+    assert schema.non_finite(json.loads(text)), number_text  # the walk names it …
+    assert schema.text_may_hold_odd_numbers(text)  # … so the text check must send it to the walk
+
+
+def test_text_of_ordinary_numbers_skips_the_walk_and_the_walk_agrees() -> None:
+    import random
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        value = rng.choice([rng.uniform(-1e300, 1e300), rng.random(), rng.randint(-(2**62), 2**62), 1e-320, 0.0])
+        text = json.dumps({"x": [value, {"y": value}]}).encode()
+        if not schema.text_may_hold_odd_numbers(text):
+            assert schema.non_finite(json.loads(text)) == [], text

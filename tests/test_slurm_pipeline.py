@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 def test_pipeline_runs_across_two_nodes(slurm_cluster, tmp_path: Path) -> None:  # noqa: F811
     sweep = tmp_path / "sweep"
     dnnbench(
-        "sweep", "framework=pipeline", "model=resnet18", "dataset=synthetic", "nodes=2", "gpus=1", "steps=3",
-        "warmup_steps=1", "val_steps=2", "batch_size=16", "cluster=slurm", "cluster.request_gpus=false",
-        "cluster.cpus_per_gpu=1", "model.time_limit_min=10", "--sweep-dir", str(sweep),
+        "sweep", "framework=pipeline", "pipeline.stages=2", "model=resnet18", "dataset=synthetic", "nodes=2",
+        "gpus=1", "steps=3", "warmup_steps=1", "val_steps=2", "batch_size=16", "cluster=slurm",
+        "cluster.request_gpus=false", "cluster.cpus_per_gpu=1", "model.time_limit_min=10", "--sweep-dir", str(sweep),
     )  # fmt: skip
     finished = dnnbench("wait", str(sweep), "--timeout", "300")
     assert finished.returncode == 0, finished.stdout + finished.stderr

@@ -121,6 +121,10 @@ class StagePlan:
     inflight_microbatches: int
     memory_bytes: int
     parameter_bytes: int
+    # Weight versions the stage holds (pipedream: one per in-flight micro-batch, 2BW: two) and how
+    # many updates its gradients lag behind the weights they are applied to.
+    weight_versions: int = 1
+    staleness_updates: int = 0
 
 
 @dataclass
@@ -165,16 +169,14 @@ class _Model:
     """Stage and link costs for one (stages, replicas, micro-batches, topology)."""
 
     def __init__(self, blocks: list[BlockCost], virtual: int, stages: int, replicas: int,
-                 microbatches: int, topology: Topology):  # fmt: skip
+                 microbatches: int, topology: Topology, allreduces_per_step: int = 1):  # fmt: skip
         self.costs = _Costs.of(blocks)
         self.virtual, self.stages, self.replicas, self.m = virtual, stages, replicas, microbatches
         self.topology = topology
         # 2 (R-1)/R · bytes / bandwidth for a ring all-reduce among a stage's replicas.
-        self.allreduce_factor = [self._ring_factor(k % stages) for k in range(virtual)]
-        self.link_bw = [
-            topology.bytes_per_s((k - 1) % stages, k % stages) if k else math.inf
-            for k in range(virtual)
-        ]
+        # pipedream averages gradients at every micro-batch's update: M all-reduces a step.
+        self.allreduce_factor = [self._ring_factor(k % stages) * allreduces_per_step for k in range(virtual)]
+        self.link_bw = [topology.bytes_per_s((k - 1) % stages, k % stages) if k else math.inf for k in range(virtual)]
 
     def _ring_factor(self, pp_rank: int) -> float:
         if self.replicas == 1:
@@ -185,9 +187,7 @@ class _Model:
 
     def stage(self, k: int, i: int, j: int) -> float:
         c = self.costs
-        return self.m * (c.compute[j] - c.compute[i]) + self.allreduce_factor[k] * (
-            c.params[j] - c.params[i]
-        )
+        return self.m * (c.compute[j] - c.compute[i]) + self.allreduce_factor[k] * (c.params[j] - c.params[i])
 
     def link(self, k: int, i: int) -> float:
         """Per step: stage k receives block i-1's output and returns its gradient."""
@@ -246,19 +246,41 @@ def _inflight(schedule: str, stage: int, stages: int, microbatches: int) -> int:
     # 1F1B: stage s runs S-s warm-up forwards before its first backward, then holds that many.
     if schedule == "1f1b":
         return min(microbatches, stages - stage)
+    if schedule in ASYNC_SCHEDULES:
+        return stages - stage  # 1F1B without a flush: in flight across steps, whatever M
     return microbatches  # gpipe holds all; interleaved bounded by it (conservative)
+
+
+def weight_versions(schedule: str, stage: int, stages: int) -> int:
+    """Weight versions a stage holds: PipeDream stashes one per in-flight micro-batch, 2BW double-buffers."""
+    if schedule == "pipedream":
+        return stages - stage
+    return 2 if schedule == "pipedream_2bw" else 1
+
+
+def staleness_updates(schedule: str, stage: int, stages: int) -> int:
+    """Updates between the weights a gradient was computed at and those it is applied to."""
+    if schedule == "pipedream":
+        return stages - 1 - stage
+    return 1 if schedule == "pipedream_2bw" else 0
+
+
+def parameter_copies(schedule: str, stage: int, stages: int) -> int:
+    """Parameter-sized tensors a training stage holds: weight versions, gradient(s), momentum."""
+    if schedule not in ASYNC_SCHEDULES:
+        return PARAMETER_COPIES
+    # A micro-batch's gradient, plus 2BW's running sum over the step.
+    gradients = 2 if schedule == "pipedream_2bw" else 1
+    return weight_versions(schedule, stage, stages) + gradients + 1
 
 
 def check_split(split: list[int], n: int, virtual: int) -> None:
     if len(split) != virtual - 1:
-        raise PlanError(
-            f"pipeline.split={split}: {virtual} stages need {virtual - 1} first-block indices"
-        )
+        raise PlanError(f"pipeline.split={split}: {virtual} stages need {virtual - 1} first-block indices")
     bounds = [0, *split, n]
     if any(b <= a for a, b in pairwise(bounds)):
         raise PlanError(
-            f"pipeline.split={split}: indices must increase strictly within 1..{n - 1} "
-            f"(the model has {n} blocks)"
+            f"pipeline.split={split}: indices must increase strictly within 1..{n - 1} (the model has {n} blocks)"
         )
 
 
@@ -284,7 +306,8 @@ def plan(
             f"{virtual} stages for {profile.model}'s {n} blocks: use at most {n} stages"
             + (" (interleaved_1f1b needs 2 blocks a process)" if virtual != stages else "")
         )
-    model = _Model(profile.blocks, virtual, stages, replicas, microbatches, topology)
+    model = _Model(profile.blocks, virtual, stages, replicas, microbatches, topology,
+                   allreduces_per_step=microbatches if schedule == "pipedream" else 1)  # fmt: skip
     if split:
         check_split(list(split), n, virtual)
         chosen, source = list(split), "manual"
@@ -315,8 +338,9 @@ def describe(profile: Profile, model: _Model, split: list[int], schedule: str,
                 backward_s=sum(b.backward_s for b in blocks),
                 allreduce_s=model.allreduce_factor[k] * params, link_in_s=link,
                 time_s=stage_time, inflight_microbatches=inflight,
-                memory_bytes=PARAMETER_COPIES * params + inflight * saved,
-                parameter_bytes=params,
+                memory_bytes=parameter_copies(schedule, k, v) * params + inflight * saved,
+                parameter_bytes=params, weight_versions=weight_versions(schedule, k, v),
+                staleness_updates=staleness_updates(schedule, k, v),
             )
         )  # fmt: skip
         if stage_time > worst:
@@ -328,24 +352,34 @@ def describe(profile: Profile, model: _Model, split: list[int], schedule: str,
     # runs the other M-1 micro-batches at the bottleneck's pace.
     per_mb = [(p.time_s + p.link_in_s) / m for p in result.stage_plans]
     result.step_s = sum(per_mb) + (m - 1) * worst / m
+    if schedule in ASYNC_SCHEDULES:
+        # No flush: fill and drain happen once per training run, every step runs at the bottleneck's pace.
+        result.step_s = worst
     busy = sum(p.time_s for p in result.stage_plans)
     result.bubble_fraction = max(0.0, 1.0 - busy / (v * result.step_s)) if result.step_s else 0.0
     return result
 
 
+def factorisations(processes: int) -> list[tuple[int, int]]:
+    """Every (stages, replicas) with stages × replicas = processes, fewest replicas first."""
+    return [(processes // r, r) for r in range(1, processes + 1) if processes % r == 0]
+
+
 def choose_shape(profile: Profile, *, processes: int, microbatches: int, topology: Topology,
-                 schedule: str = "1f1b") -> Plan:  # fmt: skip
+                 schedule: str = "1f1b", shapes: list[tuple[int, int]] | None = None) -> Plan:  # fmt: skip
     """PipeDream's choice of replication: the stages × replicas with the best throughput.
 
     Replication is uniform (every stage gets R replicas) because that is what the
     runtime's (dp, pp) mesh runs; throughput = R micro-batch groups per predicted step.
+    ``shapes`` limits the (stages, replicas) tried (default: every factorisation of ``processes``).
     """
     best: Plan | None = None
     n = len(profile.blocks)
-    for replicas in range(1, processes + 1):
-        if processes % replicas or processes // replicas > n:
+    chunks = 2 if schedule == "interleaved_1f1b" else 1
+    for stages, replicas in factorisations(processes) if shapes is None else shapes:
+        if stages * replicas != processes or stages * chunks > n:
             continue
-        candidate = plan(profile, stages=processes // replicas, replicas=replicas,
+        candidate = plan(profile, stages=stages, replicas=replicas,
                          microbatches=microbatches, topology=topology, schedule=schedule)  # fmt: skip
         if best is None or candidate.replicas / candidate.step_s > best.replicas / best.step_s:
             best = candidate
@@ -378,28 +412,20 @@ def format_plan(result: Plan, profile: Profile) -> str:
     return "\n".join(lines)
 
 
-SCHEDULES = ("1f1b", "gpipe", "interleaved_1f1b")
+SCHEDULES = ("1f1b", "gpipe", "interleaved_1f1b", "pipedream", "pipedream_2bw")
+# Without a flush: weights change while micro-batches are in flight (jobs/pipeline/async_schedules.py).
+ASYNC_SCHEDULES = ("pipedream", "pipedream_2bw")
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How a pipeline cell's processes are used; shared by the plan-time checker and the ranks."""
+    """How a pipeline cell's processes are used: one stages × replicas (:meth:`ShapeRequest.shapes` gives
+    those a config allows); shared by the plan-time checker and the ranks."""
 
     stages: int
     replicas: int
     microbatches: int
     schedule: str
-
-    @classmethod
-    def of(cls, framework: str, pipeline: Any, processes: int) -> Layout:
-        """From the config's ``pipeline`` section (a dict or DictConfig); model_parallel is M=1."""
-        replicas = int(pipeline["replicas"])
-        stages = pipeline["stages"]
-        stages = int(stages) if stages is not None else max(processes // max(replicas, 1), 1)
-        if framework == "model_parallel":
-            # Naive model parallelism: the whole batch is one micro-batch, so stages never overlap.
-            return cls(stages, replicas, 1, "gpipe")
-        return cls(stages, replicas, int(pipeline["microbatches"]), str(pipeline["schedule"]))
 
     @property
     def chunks_per_rank(self) -> int:
@@ -408,3 +434,112 @@ class Layout:
     @property
     def virtual_stages(self) -> int:
         return self.stages * self.chunks_per_rank
+
+    @property
+    def microbatches_fit(self) -> bool:
+        """interleaved_1f1b runs its micro-batches in rounds of M ÷ S: M must be a multiple of that.
+        pipedream_2bw's two weight buffers suffice only when a step's M micro-batches cover the S stages."""
+        if self.schedule == "pipedream_2bw":
+            return self.microbatches >= self.stages
+        if self.schedule != "interleaved_1f1b" or self.microbatches < 1:
+            return True
+        return self.microbatches % max(1, self.microbatches // self.stages) == 0
+
+    def fits(self, blocks: int) -> bool:
+        """Whether the runtime can run this layout on a model of ``blocks`` blocks."""
+        return self.stages >= 1 and self.replicas >= 1 and self.virtual_stages <= blocks and self.microbatches_fit
+
+
+AUTO = "auto"
+# Who fixed a cell's stages × replicas: the planner (both auto), the user (a value set, or a manual
+# split), or the framework (model_parallel's auto: one stage per process, naive model parallelism).
+SHAPE_CHOOSERS = ("planner", "user", "framework")
+
+
+def shape_value(key: str, value: Any) -> int | None:
+    """``pipeline.<key>`` as a positive int, or None for ``auto`` (null: configs written before auto existed)."""
+    if value is None or value == AUTO:
+        return None
+    if type(value) is int and value >= 1:
+        return value
+    raise PlanError(f"pipeline.{key}={value}: expected auto or an int ≥ 1")
+
+
+@dataclass(frozen=True)
+class ShapeRequest:
+    """What a cell's config asks of its pipeline's shape: stages × replicas = processes.
+
+    ``stages``/``replicas`` are None where the config says ``auto``. One value set fixes the
+    other (processes ÷ it); with neither set, a manual split fixes the stages (its first blocks + 1).
+    Stored configs from before ``auto`` (``stages: null, replicas: 1``) thus keep meaning one
+    stage per process.
+    """
+
+    framework: str
+    processes: int
+    stages: int | None
+    replicas: int | None
+    microbatches: int
+    schedule: str
+    split: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, framework: str, pipeline: Any, processes: int) -> ShapeRequest:
+        """From the config's ``pipeline`` section (a dict or DictConfig); model_parallel is M=1, gpipe."""
+        stages = shape_value("stages", pipeline["stages"])
+        replicas = shape_value("replicas", pipeline["replicas"])
+        split = tuple(int(b) for b in pipeline["split"] or ())
+        if framework == "model_parallel":
+            # Naive model parallelism: the whole batch is one micro-batch, so stages never overlap.
+            return cls(framework, processes, stages, replicas, 1, "gpipe", split)
+        microbatches, schedule = int(pipeline["microbatches"]), str(pipeline["schedule"])
+        return cls(framework, processes, stages, replicas, microbatches, schedule, split)
+
+    @property
+    def chosen_by(self) -> str:
+        if self.stages is not None or self.replicas is not None or self.split:
+            return "user"
+        return "framework" if self.framework == "model_parallel" else "planner"
+
+    def layout(self, stages: int, replicas: int) -> Layout:
+        return Layout(stages, replicas, self.microbatches, self.schedule)
+
+    @property
+    def split_stages(self) -> int:
+        """Stages (processes per replica) a manual split names: one more than its first blocks, per chunk."""
+        chunks = 2 if self.schedule == "interleaved_1f1b" else 1
+        return max(1, (len(self.split) + 1) // chunks)
+
+    def shapes(self) -> list[Layout]:
+        """The layouts this request allows: every factorisation of the processes for the planner,
+        else the one the config fixes. A fixed value that does not divide the processes gives
+        none; two fixed values are kept even when their product is off (the checks say so)."""
+        stages, replicas, p = self.stages, self.replicas, self.processes
+        if stages is None and replicas is None and self.split:
+            stages = self.split_stages
+        if self.chosen_by == "framework":
+            replicas = 1
+        if stages is not None and replicas is not None:
+            return [self.layout(stages, replicas)]
+        if stages is not None:
+            return [self.layout(stages, p // stages)] if p % stages == 0 else []
+        if replicas is not None:
+            return [self.layout(p // replicas, replicas)] if p % replicas == 0 else []
+        return [self.layout(s, r) for s, r in factorisations(p)]
+
+
+def plan_for(request: ShapeRequest, profile: Profile, topology: Topology) -> Plan:
+    """The plan a cell asking ``request`` runs: for auto, the best stages × replicas that runs on the
+    profile's blocks (:func:`choose_shape`); else the configured shape (and split, if any)."""
+    n = len(profile.blocks)
+    layouts = request.shapes()
+    if request.chosen_by == "planner":
+        shapes = [(layout.stages, layout.replicas) for layout in layouts if layout.fits(n)]
+        return choose_shape(profile, processes=request.processes, microbatches=request.microbatches,
+                            topology=topology, schedule=request.schedule, shapes=shapes)  # fmt: skip
+    if not layouts:
+        raise PlanError(f"pipeline.stages × pipeline.replicas cannot make {request.processes} processes")
+    return plan(
+        profile, stages=layouts[0].stages, replicas=layouts[0].replicas, microbatches=request.microbatches,
+        topology=topology, schedule=request.schedule, split=list(request.split) or None,
+    )  # fmt: skip

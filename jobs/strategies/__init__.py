@@ -1,5 +1,5 @@
-"""Frameworks as strategies: each module registers one with :func:`register`."""
+"""Frameworks as strategies: one module per framework, named in jobs/frameworks.py."""
 
-from jobs.strategies.base import STRATEGIES, Strategy, get_strategy, register
+from jobs.strategies.base import Strategy, get_strategy
 
-__all__ = ["STRATEGIES", "Strategy", "get_strategy", "register"]
+__all__ = ["Strategy", "get_strategy"]

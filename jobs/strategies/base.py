@@ -7,7 +7,6 @@ of data this process reads, and what one training or evaluation step is.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -39,28 +38,14 @@ class StepResult:
     samples: int
 
 
-STRATEGIES: dict[str, type[Strategy]] = {}
-# Strategies living in modules with optional dependencies are imported on first use.
-_LAZY_MODULES = {
-    "ddp": "jobs.strategies.ddp",
-    "horovod": "jobs.strategies.horovod",
-    "pipeline": "jobs.strategies.pipeline",
-    "model_parallel": "jobs.strategies.pipeline",
-}
-
-
-def register(cls: type[Strategy]) -> type[Strategy]:
-    STRATEGIES[cls.name] = cls
-    return cls
-
-
 def get_strategy(name: str) -> type[Strategy]:
-    if name not in STRATEGIES and name in _LAZY_MODULES:
-        importlib.import_module(_LAZY_MODULES[name])
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown framework {name!r}: expected one of {', '.join(sorted(_LAZY_MODULES))}") from None
+    """The strategy class of framework ``name`` (jobs/frameworks.py), its module imported now."""
+    from jobs import frameworks
+
+    row = frameworks.framework(name)
+    if row.strategy is None:
+        raise ValueError(f"framework {name!r} runs no training ranks (launcher {row.launcher} writes its dumps)")
+    return frameworks.load(row.strategy)
 
 
 def resolve_device(requested: str, local_rank: int, local_world: int = 1) -> torch.device:
@@ -139,6 +124,11 @@ class Strategy(ABC):
     @abstractmethod
     def barrier(self) -> None: ...
 
+    def begin_phase(self, phase: str) -> None:  # noqa: B027 - optional hook
+        """The loop enters ``warmup`` (untimed steps), ``train`` (timed steps) or ``val``, before that phase's
+        barrier and memory reset. A strategy whose steps leave work in flight (a pipeline without a flush)
+        finishes it at ``val``."""
+
     @abstractmethod
     def parameter_digests(self) -> list[float]:
         """A digest of the parameters each process holds, gathered from all of them."""
@@ -149,6 +139,11 @@ class Strategy(ABC):
 
     def pipeline_metrics(self) -> dict[str, Any] | None:
         """The dump's ``pipeline`` section: stage times, bubble, plan; None for data parallel."""
+        return None
+
+    def model_state(self) -> dict[str, int] | None:
+        """The dump's ``model_state`` section: bytes of parameters, gradients and optimizer state this
+        process owns (jobs/model_state.py), read after training; None where the strategy cannot tell."""
         return None
 
     def teardown(self) -> None:  # noqa: B027 - optional hook

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from jobs.data import Shard
+from jobs.model_state import measure as measure_model_state
 from jobs.precision import precision
 from jobs.strategies.base import StepResult, Strategy
 
@@ -52,6 +53,9 @@ class DataParallelStrategy(Strategy):
         with self.autocast():
             logits = self.model(images)
         return int((logits.argmax(dim=1) == labels).sum().item()), int(labels.shape[0])
+
+    def model_state(self) -> dict[str, int]:
+        return measure_model_state(self.model.parameters(), self.optimizer)
 
     def local_parameter_digest(self) -> float:
         with torch.no_grad():

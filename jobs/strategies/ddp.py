@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from jobs.strategies.base import Placement, register, resolve_backend, resolve_device
+from jobs.strategies.base import Placement, resolve_backend, resolve_device
 from jobs.strategies.data_parallel import DataParallelStrategy
 
 
@@ -42,7 +42,6 @@ def shutdown_torch_distributed() -> None:
         dist.destroy_process_group()
 
 
-@register
 class DDPStrategy(DataParallelStrategy):
     name = "ddp"
 

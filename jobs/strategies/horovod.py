@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from jobs.failures import GpuCollectivesError
-from jobs.strategies.base import Placement, StepResult, register, resolve_device
+from jobs.strategies.base import Placement, StepResult, resolve_device
 from jobs.strategies.data_parallel import DataParallelStrategy
 
 # What horovodrun sets from the cell's knobs (and the controller it chose), recorded per rank.
@@ -61,7 +61,6 @@ def check_gpu_collectives(device: torch.device, builds: dict[str, Any]) -> None:
         )
 
 
-@register
 class HorovodStrategy(DataParallelStrategy):
     name = "horovod"
 

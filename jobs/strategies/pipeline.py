@@ -6,6 +6,10 @@ weights equal the single-process model's) and runs a ``torch.distributed.pipelin
 schedule over a manual :class:`PipelineStage`. Data-parallel replicas of a stage average
 their gradients over the mesh's ``dp`` group after the schedule, before the optimizer.
 
+``pipedream`` and ``pipedream_2bw`` (no flush, weights updated while micro-batches are in
+flight) run on :class:`jobs.pipeline.async_schedules.AsyncPipeline` instead: point-to-point
+send/recv between the stages, the same stage modules, timers and dump section.
+
 ``model_parallel`` is the same runtime with one micro-batch: naive model parallelism.
 """
 
@@ -29,8 +33,10 @@ from torch.distributed.pipelining.schedules import (
 from jobs.data import Shard
 from jobs.measure import StepClock, peak_rss_bytes
 from jobs.pipeline import planner
+from jobs.pipeline.async_schedules import AsyncPipeline
 from jobs.pipeline.blocks import split_blocks, stage_module
-from jobs.strategies.base import Placement, StepResult, Strategy, register
+from jobs.pipeline.section import pipeline_section
+from jobs.strategies.base import Placement, StepResult, Strategy
 from jobs.strategies.ddp import gather_floats, init_torch_distributed, shutdown_torch_distributed
 
 
@@ -83,7 +89,6 @@ def _peak_memory(device: torch.device) -> int | None:
     return peak_rss_bytes()
 
 
-@register
 class PipelineStrategy(Strategy):
     name = "pipeline"
 
@@ -91,15 +96,9 @@ class PipelineStrategy(Strategy):
         if self.cfg.precision != "fp32":
             raise RuntimeError(f"{self.name} runs precision=fp32 only (no loss scaling across stages)")
         self.placement = init_torch_distributed(self.cfg.device, self.cfg.framework.backend)
-        world = self.placement.world_size
-        self.layout = planner.Layout.of(self.name, self.cfg.pipeline, world)
-        s, r = self.layout.stages, self.layout.replicas
-        if s * r != world:
-            raise RuntimeError(f"pipeline.stages={s} × pipeline.replicas={r} ≠ {world} processes")
-        mesh = init_device_mesh(self.device.type, (r, s), mesh_dim_names=("dp", "pp"))
-        self.pp_group, self.dp_group = mesh.get_group("pp"), mesh.get_group("dp")
-        self.pp_rank, self.replica = mesh.get_local_rank("pp"), mesh.get_local_rank("dp")
-        self.phase = 0
+        # The shape (stages × replicas) may be the planner's: known once build() has planned.
+        self.request = planner.ShapeRequest.of(self.name, self.cfg.pipeline, self.placement.world_size)
+        self.phase = "setup"  # begin_phase() says which; the pipeline section describes "train" only
         self.step_span = StepClock(self.device)
         self.allreduce_span = StepClock(self.device)
         self.peak_bytes: int | None = None
@@ -108,16 +107,15 @@ class PipelineStrategy(Strategy):
     # ---- build -------------------------------------------------------------------------
     def build(self, model_factory: Callable[[], nn.Module]) -> None:
         blocks = split_blocks(model_factory())  # every rank: the same seeded weights
-        self.plan = self._shared_plan(model_factory, len(blocks))
+        self.plan = self._shared_plan(model_factory)
+        self._make_mesh()
         bounds = [0, *self.plan.split, len(blocks)]
         v = self.layout.virtual_stages
         self.stage_indices = list(range(self.pp_rank, v, self.layout.stages))
         self.stages: list[TimedStage] = []
         for k in self.stage_indices:
             module = stage_module(blocks, bounds[k], bounds[k + 1]).to(self.device)
-            self.stages.append(
-                TimedStage(module, k, v, self.device, group=self.pp_group)
-            )
+            self.stages.append(TimedStage(module, k, v, self.device, group=self.pp_group))
         params = [p for st in self.stages for p in st.submod.parameters()]
         self.optimizer = torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum)
         self.schedule = self._schedule(nn.CrossEntropyLoss())
@@ -127,43 +125,60 @@ class PipelineStrategy(Strategy):
 
     def _schedule(self, loss: nn.Module) -> Any:
         m, name = self.layout.microbatches, self.layout.schedule
+        if name in planner.ASYNC_SCHEDULES:
+            return self._async_pipeline(name)
         if name == "interleaved_1f1b":
             return ScheduleInterleaved1F1B(self.stages, m, loss_fn=loss)
         kind = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}[name]
         return kind(self.stages[0], m, loss_fn=loss)
 
-    def _shared_plan(self, model_factory: Callable[[], nn.Module], n: int) -> planner.Plan:
-        """Rank 0 profiles and plans, everyone uses its plan: timings differ between ranks."""
+    def _async_pipeline(self, name: str) -> AsyncPipeline:
+        (stage,) = self.stages  # one stage a process: the asynchronous schedules are not interleaved
+        return AsyncPipeline(
+            stage.submod, schedule=name, stage=stage.stage_index, stages=self.layout.stages,
+            microbatches=self.layout.microbatches, device=self.device, lr=self.cfg.lr, momentum=self.cfg.momentum,
+            pp_group=self.pp_group, dp_group=self.dp_group, replicas=self.layout.replicas, timer=stage,
+            allreduce_span=self.allreduce_span,
+        )  # fmt: skip
+
+    def _shared_plan(self, model_factory: Callable[[], nn.Module]) -> planner.Plan:
+        """Rank 0 profiles and plans, everyone uses its plan (and its shape): timings differ between ranks."""
         box: list[Any] = [None]
         if dist.get_rank() == 0:
-            box[0] = self._make_plan(model_factory, n)
+            box[0] = self._make_plan(model_factory)
         dist.broadcast_object_list(box, src=0)
         if isinstance(box[0], str):
             raise RuntimeError(box[0])
         return box[0]
 
-    def _make_plan(self, model_factory: Callable[[], nn.Module], n: int) -> planner.Plan | str:
+    def _make_mesh(self) -> None:
+        """The ``(dp, pp)`` mesh of the plan's shape: rank = replica · stages + stage."""
+        s, r, world = self.plan.stages, self.plan.replicas, self.placement.world_size
+        if s * r != world:
+            raise RuntimeError(f"pipeline.stages={s} × pipeline.replicas={r} ≠ {world} processes")
+        self.layout = self.request.layout(s, r)
+        mesh = init_device_mesh(self.device.type, (r, s), mesh_dim_names=("dp", "pp"))
+        self.pp_group, self.dp_group = mesh.get_group("pp"), mesh.get_group("dp")
+        self.pp_rank, self.replica = mesh.get_local_rank("pp"), mesh.get_local_rank("dp")
+
+    def _make_plan(self, model_factory: Callable[[], nn.Module]) -> planner.Plan | str:
         from jobs.pipeline.profiler import cached_profile
 
-        cfg, layout = self.cfg, self.layout
+        cfg, request = self.cfg, self.request
         shape = [cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size]
         try:
             # Forked RNG: profiling on rank 0 must not shift rank 0's random stream.
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 profile, _, _ = cached_profile(
                     model_factory, cfg.model.name, shape,
-                    cfg.batch_size // layout.microbatches, self.device, cfg.precision,
+                    cfg.batch_size // request.microbatches, self.device, cfg.precision,
                 )  # fmt: skip
             topology = planner.Topology(
-                processes=layout.stages * layout.replicas, per_node=int(cfg.gpus),
+                processes=request.processes, per_node=int(cfg.gpus),
                 intranode_gbps=float(cfg.cluster.intranode_gbps),
                 interconnect_gbps=float(cfg.cluster.interconnect_gbps),
             )  # fmt: skip
-            return planner.plan(
-                profile, stages=layout.stages, replicas=layout.replicas,
-                microbatches=layout.microbatches, topology=topology, schedule=layout.schedule,
-                split=list(cfg.pipeline.split) or None,
-            )  # fmt: skip
+            return planner.plan_for(request, profile, topology)
         except (planner.PlanError, ValueError) as err:  # sent to every rank, raised there
             return f"pipeline plan failed: {err}"
 
@@ -178,20 +193,14 @@ class PipelineStrategy(Strategy):
             st.recording = recording
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
-        recording = self.phase == 1
+        recording = self.phase == "train"
         self._set_mode(True, recording)
         self.step_span.start()
-        self.optimizer.zero_grad(set_to_none=True)
-        losses: list[torch.Tensor] | None = [] if self.is_last else None
-        args = (images,) if self.is_first else ()
-        target = labels if self.is_last else None
-        self.schedule.step(*args, target=target, losses=losses, return_outputs=False)
-        if self.layout.replicas > 1:
-            self.allreduce_span.start()
-            self._average_gradients()
-            if recording:
-                self.allreduce_span.stop()
-        self.optimizer.step()
+        if isinstance(self.schedule, AsyncPipeline):
+            # Updates happen inside: per micro-batch (pipedream) or per step, delayed (2BW).
+            losses = self.schedule.train_step(images if self.is_first else None, labels if self.is_last else None)
+        else:
+            losses = self._synchronous_step(images, labels, recording)
         if recording:
             self.step_span.stop()
             peak = _peak_memory(self.device)
@@ -199,8 +208,22 @@ class PipelineStrategy(Strategy):
                 self.peak_bytes = max(self.peak_bytes or 0, peak)
         if not self.is_last:
             return StepResult(loss=None, samples=0)
-        assert losses is not None
         return StepResult(loss=torch.stack(losses).mean().detach(), samples=images.shape[0])
+
+    def _synchronous_step(self, images: torch.Tensor, labels: torch.Tensor, recording: bool) -> list[torch.Tensor]:
+        """One flush-terminated step of the torch.distributed.pipelining schedule, then one update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        losses: list[torch.Tensor] = []
+        args = (images,) if self.is_first else ()
+        target = labels if self.is_last else None
+        self.schedule.step(*args, target=target, losses=losses if self.is_last else None, return_outputs=False)
+        if self.layout.replicas > 1:
+            self.allreduce_span.start()
+            self._average_gradients()
+            if recording:
+                self.allreduce_span.stop()
+        self.optimizer.step()
+        return losses
 
     def _average_gradients(self) -> None:
         grads = [p.grad for st in self.stages for p in st.submod.parameters() if p.grad is not None]
@@ -225,27 +248,47 @@ class PipelineStrategy(Strategy):
             labels_in = torch.cat([labels, labels.new_zeros(padding)])
         else:
             labels_in = labels
-        args = (images,) if self.is_first else ()
-        # The schedule computes its loss_fn in eval too, so the last stage needs targets.
-        output = self.schedule.eval(*args, target=labels_in if self.is_last else None)
+        if isinstance(self.schedule, AsyncPipeline):
+            output = self.schedule.evaluate(images if self.is_first else None)
+        else:
+            args = (images,) if self.is_first else ()
+            # The schedule computes its loss_fn in eval too, so the last stage needs targets.
+            output = self.schedule.eval(*args, target=labels_in if self.is_last else None)
         if not self.is_last:
             return 0, 0
         predicted = output[:made].argmax(dim=1)
         return int((predicted == labels).sum().item()), int(made)
 
-    def barrier(self) -> None:
-        # The loop calls barrier() once after warm-up and once before validation: phase 1 is
-        # the timed training steps, the only ones the pipeline section describes.
-        self.phase += 1
-        if self.phase == 1:
+    def begin_phase(self, phase: str) -> None:
+        if isinstance(self.schedule, AsyncPipeline) and phase == "val":
+            # No flush during training: the backwards still owed, and their updates, run now, untimed,
+            # so validation (and the digests after it) sees the final weights.
+            self._set_mode(True, False)
+            self.schedule.drain()
+        self.phase = phase
+        if phase == "train":  # the timed steps: the only ones the pipeline section describes
             for st in self.stages:
                 st.reset_timing()
+            if isinstance(self.schedule, AsyncPipeline):
+                self.schedule.reset_stats()
+
+    def barrier(self) -> None:
         dist.barrier()
 
     def parameter_digests(self) -> list[float]:
         with torch.no_grad():
             local = sum(p.double().sum().item() for st in self.stages for p in st.submod.parameters())
         return gather_floats(float(local), self.device)
+
+    def model_state(self) -> dict[str, int]:
+        from jobs.model_state import measure
+
+        params = (p for st in self.stages for p in st.submod.parameters())
+        if not isinstance(self.schedule, AsyncPipeline):
+            return measure(params, self.optimizer)
+        # Its own out-of-place SGD holds the momentum; the stashed versions are gone after the drain.
+        state = measure(params, None)
+        return {**state, "optimizer_state_bytes": self.schedule.weights.optimizer_state_bytes}
 
     def teardown(self) -> None:
         shutdown_torch_distributed()
@@ -261,82 +304,34 @@ class PipelineStrategy(Strategy):
                 busy += (forward + backward) * self.layout.microbatches
             stages.append({"stage": st.stage_index, "forward_s": forward, "backward_s": backward,
                            "max_inflight_microbatches": st.max_inflight})  # fmt: skip
+        allreduce = _mean_s(self.allreduce_span)
+        versions = self._version_record()
+        if allreduce is not None and isinstance(self.schedule, AsyncPipeline):
+            allreduce *= self.schedule.updates_per_step  # pipedream averages at every micro-batch's update
         return {
             "rank": dist.get_rank(), "pp_rank": self.pp_rank, "replica": self.replica,
-            "step_s": step_s, "allreduce_s": _mean_s(self.allreduce_span),
-            "busy_s": busy, "peak_memory_bytes": self.peak_bytes, "stages": stages,
+            "step_s": step_s, "allreduce_s": allreduce,
+            "busy_s": busy, "peak_memory_bytes": self.peak_bytes, "stages": stages, "versions": versions,
         }  # fmt: skip
+
+    def _version_record(self) -> dict[str, int]:
+        """Weight versions this rank held (peak), its gradients' staleness in updates, the stash's bytes."""
+        if isinstance(self.schedule, AsyncPipeline):
+            stats = self.schedule.stats
+            return {"weight_versions": stats.peak_versions, "staleness_updates": stats.max_staleness,
+                    "stashed_weight_bytes": stats.peak_stashed_bytes}  # fmt: skip
+        # A flush before every update: one version, gradients of the weights they update.
+        return {"weight_versions": 1, "staleness_updates": 0, "stashed_weight_bytes": 0}
 
     def pipeline_metrics(self) -> dict[str, Any] | None:
         records: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(records, self._local_record())
-        return pipeline_section(self, records)
+        return pipeline_section(
+            self.plan, self.layout, records, batch_size=int(self.cfg.batch_size), stage=self.pp_rank,
+            replica=self.replica, shape_chosen_by=self.request.chosen_by,
+        )  # fmt: skip
 
 
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
-
-
-def pipeline_section(strategy: PipelineStrategy, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The dump's ``pipeline`` dict from every rank's record (documented in docs/pipeline.md)."""
-    plan, layout = strategy.plan, strategy.layout
-    m = layout.microbatches
-    per_stage = []
-    for sp in plan.stage_plans:
-        mine = [
-            (rec, st) for rec in records for st in rec["stages"] if st["stage"] == sp.index
-        ]
-        forward = _mean([st["forward_s"] for _, st in mine])
-        backward = _mean([st["backward_s"] for _, st in mine])
-        allreduce = _mean([rec["allreduce_s"] for rec, _ in mine]) or 0.0
-        measured = m * (forward + backward) + allreduce if forward is not None and backward is not None else None
-        peaks = [rec["peak_memory_bytes"] for rec, _ in mine if rec["peak_memory_bytes"] is not None]
-        per_stage.append({
-            "stage": sp.index, "pp_rank": sp.pp_rank, "first_block": sp.start,
-            "last_block": sp.stop - 1, "block_names": sp.blocks,
-            "forward_s": forward, "backward_s": backward,
-            "predicted_forward_s": sp.forward_s, "predicted_backward_s": sp.backward_s,
-            "measured_stage_s": measured, "predicted_stage_s": sp.time_s,
-            "predicted_link_in_s": sp.link_in_s,
-            "peak_memory_bytes": max(peaks) if peaks else None,
-            "predicted_memory_bytes": sp.memory_bytes,
-            "parameter_bytes": sp.parameter_bytes,
-            "max_inflight_microbatches": max((st["max_inflight_microbatches"] for _, st in mine),
-                                             default=0),
-            "predicted_inflight_microbatches": sp.inflight_microbatches,
-        })
-    measured_times = [s["measured_stage_s"] for s in per_stage if s["measured_stage_s"] is not None]
-    bottleneck = max(per_stage, key=lambda s: s["measured_stage_s"] or 0.0)
-    bubbles = [1.0 - rec["busy_s"] / rec["step_s"] for rec in records if rec["step_s"]]
-    return {
-        "schedule": layout.schedule,
-        "microbatches": m,
-        "microbatch_size": strategy.cfg.batch_size // m,
-        "stages": layout.stages,
-        "virtual_stages": layout.virtual_stages,
-        "replicas": layout.replicas,
-        "stage": strategy.pp_rank,
-        "replica": strategy.replica,
-        "is_last_stage": strategy.is_last,
-        "split": plan.split,
-        "plan_source": plan.source,
-        "predicted": {
-            "bottleneck": plan.bottleneck, "bottleneck_s": plan.bottleneck_s,
-            "step_s": plan.step_s, "bubble_fraction": plan.bubble_fraction,
-            "plan_seconds": plan.plan_seconds,
-        },
-        "measured": {
-            "step_s": _mean([rec["step_s"] for rec in records]),
-            "bottleneck_stage": bottleneck["stage"] if measured_times else None,
-            "bottleneck_s": max(measured_times) if measured_times else None,
-            "bubble_fraction": _mean(bubbles),
-        },
-        "per_stage": per_stage,
-    }
-
-
-@register
 class ModelParallelStrategy(PipelineStrategy):
     """Naive model parallelism: the pipeline's stages with one micro-batch (no overlap)."""
 
