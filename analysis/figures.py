@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from jobs.frameworks import FRAMEWORKS
+from jobs.frameworks import FRAMEWORKS, foreign_knobs
 
 FORMATS = ("png", "svg")
 
@@ -54,24 +54,40 @@ def _grid(plt: Any, rows: list[Any], cols: list[Any], width: float = 4.0, height
     return fig, axes
 
 
-def _series_label(framework: str, batch: Any, knobs: dict[str, Any], multi_batch: bool) -> str:
-    parts = [framework] + ([f"batch {batch}"] if multi_batch else [])
-    parts += [f"{k.removeprefix('cfg.')}={v}" for k, v in knobs.items()]
-    return ", ".join(parts)
+# Bars of one framework's further series (batch sizes, knobs, sweeps) are hatched; its first is plain.
+HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
 
 
 def _series(frame: Any):
-    """(label, framework, rows sorted by world size) per line to draw."""
+    """(label, framework, rows sorted by world size) per series to draw: framework, batch size, sweep
+    and the swept knobs the framework reads (a ddp cell's config still holds the default
+    ``pipeline.*``, which it ignores: it names no series of its own)."""
     knobs = [c for c in frame.columns if c.startswith("cfg.")]
-    keys = ["sweep", "framework", "batch_size", *knobs]
-    multi_batch = frame["batch_size"].nunique() > 1
-    multi_sweep = frame["sweep"].nunique() > 1
-    for values, rows in frame.groupby(keys, sort=True, dropna=False):
-        sweep, framework, batch, *knob_values = values
-        label = _series_label(framework, batch, dict(zip(knobs, knob_values, strict=True)), multi_batch)
-        if multi_sweep:
-            label = f"{sweep}: {label}"
-        yield label, framework, rows.sort_values("world_size")
+    multi_batch, multi_sweep = frame["batch_size"].nunique() > 1, frame["sweep"].nunique() > 1
+    read = frame.assign(**{knob: _read_only(frame, knob) for knob in knobs})
+    for values, rows in read.groupby(["sweep", "framework", "batch_size", *knobs], sort=True, dropna=False):
+        sweep, framework, batch, *settings = values
+        parts = [str(framework), *([f"batch {batch}"] if multi_batch else [])]
+        parts += [f"{k.removeprefix('cfg.')}={v}" for k, v in zip(knobs, settings, strict=True) if v != ""]
+        label = (f"{sweep}: " if multi_sweep else "") + ", ".join(parts)
+        yield label, framework, frame.loc[rows.index].sort_values("world_size")
+
+
+def _read_only(frame: Any, knob: str) -> Any:
+    """The knob's values as text, blank where the row's framework does not read its section."""
+    section = knob.removeprefix("cfg.").split(".")[0]
+    ignored = frame["framework"].map(lambda name: section in foreign_knobs(name))
+    return frame[knob].astype(str).where(~ignored, "")
+
+
+def _hatches(series: list[tuple[str, str, Any]]) -> list[str]:
+    """One hatch per series: plain for a framework's first, patterned for its further ones."""
+    seen: dict[str, int] = {}
+    hatches = []
+    for _, framework, _ in series:
+        hatches.append(HATCHES[seen.get(framework, 0) % len(HATCHES)])
+        seen[framework] = seen.get(framework, 0) + 1
+    return hatches
 
 
 def _phase_by_model_grid(results: Any) -> tuple[dict[str, Any], list[str], list[str], Any, Any]:
@@ -158,30 +174,35 @@ def memory_figure(results: Any, warnings: list[str]) -> Any:
     if results.empty:
         return None
     colors, phases, models, fig, axes = _phase_by_model_grid(results)
-    frameworks = [f for f in colors if f in set(results["framework"])]
-    width = 0.8 / max(len(frameworks), 1)
+    # One bar per series (a framework's configurations side by side, never drawn over each other).
+    series = list(_series(results))
+    hatches = _hatches(series)
+    width = 0.8 / max(len(series), 1)
     model_state_drawn = False
     for i, phase in enumerate(phases):
         for j, model in enumerate(models):
             ax = axes[i][j]
-            sub = results[(results["phase"] == phase) & (results["model"] == model)]
-            sizes = sorted(sub["world_size"].unique())
-            for k, framework in enumerate(frameworks):
-                rows = sub[sub["framework"] == framework]
-                for row in rows.itertuples(index=False):
-                    x = sizes.index(row.world_size) + (k - (len(frameworks) - 1) / 2) * width
+            sizes = sorted(results[(results["phase"] == phase) & (results["model"] == model)]["world_size"].unique())
+            for k, (_, framework, rows) in enumerate(series):
+                look = {"color": colors[framework], "hatch": hatches[k], "edgecolor": "white" if hatches[k] else None}
+                mine = rows[(rows["phase"] == phase) & (rows["model"] == model)]
+                for row in mine.itertuples(index=False):
+                    x = sizes.index(row.world_size) + (k - (len(series) - 1) / 2) * width
                     if row.memory_kind == "cuda":
-                        ax.bar(x, _gib(row.peak_reserved_bytes), width, color=colors[framework], alpha=0.35)
-                        ax.bar(x, _gib(row.peak_allocated_bytes), width, color=colors[framework])
+                        ax.bar(x, _gib(row.peak_reserved_bytes), width, alpha=0.35, **look)
+                        ax.bar(x, _gib(row.peak_allocated_bytes), width, **look)
                     else:
-                        ax.bar(x, _gib(row.peak_rss_bytes), width, color=colors[framework])
+                        ax.bar(x, _gib(row.peak_rss_bytes), width, **look)
                     model_state_drawn |= _model_state_line(ax, x, width, row)
             ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
             ax.set_xlabel("processes (GPUs)")
             ax.set_ylabel("GiB per process")
             ax.set_title(f"{model} — {phase}")
     kinds = set(results["memory_kind"])
-    handles = [Patch(color=colors[f], label=f) for f in frameworks]
+    handles = [
+        Patch(facecolor=colors[framework], hatch=hatches[k], edgecolor="white" if hatches[k] else None, label=label)
+        for k, (label, framework, _) in enumerate(series)
+    ]
     if "cuda" in kinds:
         handles += [
             Patch(color="grey", label="allocated (solid)"),

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis import study
-from analysis.figures import _caption, _setup, framework_colors, save_figure
-from jobs.frameworks import foreign_knobs
+from analysis.figures import _caption, _hatches, _series, _setup, framework_colors, save_figure
 
 PREFIX = "study_"
-HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
 CPU_RESERVED = "No reserved memory on CPU:\nmemory_kind=rss has no\ncaching allocator\n(allocated panels: peak RSS)"
 
 
@@ -98,12 +96,8 @@ def _draw_panel(ax: Any, frame: Any, panel: Panel, sizes: list[int], colors: dic
     """Grouped bars of one panel; returns how many bars it drew."""
     series = list(_series(frame)) if not frame.empty else []
     width = 0.8 / max(len(series), 1)
-    per_framework: dict[str, int] = {}
     drawn = 0
-    for k, (label, framework, rows) in enumerate(series):
-        # The first series of a framework is a plain bar; further ones (batch sizes, knobs, sweeps) hatched.
-        hatch = HATCHES[per_framework.get(framework, 0) % len(HATCHES)]
-        per_framework[framework] = per_framework.get(framework, 0) + 1
+    for k, ((label, framework, rows), hatch) in enumerate(zip(series, _hatches(series), strict=True)):
         offset = (k - (len(series) - 1) / 2) * width
         for row in rows.itertuples(index=False):
             value = panel.value(row)
@@ -119,26 +113,6 @@ def _draw_panel(ax: Any, frame: Any, panel: Panel, sizes: list[int], colors: dic
                 ax.errorbar(x, (low + high) / 2, yerr=(high - low) / 2, fmt="none", ecolor="black", capsize=3)
             drawn += 1
     return drawn
-
-
-def _series(frame: Any) -> Any:
-    """(label, framework, rows) per series: framework, batch size, sweep and the swept knobs the
-    framework reads (a ddp cell's config still holds the default ``pipeline.*``, which it ignores)."""
-    knobs = [c for c in frame.columns if c.startswith("cfg.")]
-    multi_batch, multi_sweep = frame["batch_size"].nunique() > 1, frame["sweep"].nunique() > 1
-    read = frame.assign(**{knob: _read_only(frame, knob) for knob in knobs})
-    for values, rows in read.groupby(["sweep", "framework", "batch_size", *knobs], sort=True, dropna=False):
-        sweep, framework, batch, *settings = values
-        parts = [str(framework), *([f"batch {batch}"] if multi_batch else [])]
-        parts += [f"{k.removeprefix('cfg.')}={v}" for k, v in zip(knobs, settings, strict=True) if v != ""]
-        yield (f"{sweep}: " if multi_sweep else "") + ", ".join(parts), framework, rows
-
-
-def _read_only(frame: Any, knob: str) -> Any:
-    """The knob's values as text, blank where the row's framework does not read its section."""
-    section = knob.removeprefix("cfg.").split(".")[0]
-    ignored = frame["framework"].map(lambda name: section in foreign_knobs(name))
-    return frame[knob].astype(str).where(~ignored, "")
 
 
 def _knobs_that_follow_processes(rows: Any) -> list[str]:

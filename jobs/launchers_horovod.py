@@ -36,7 +36,10 @@ class HorovodrunLauncher(Launcher):
     def command(self, spec: LaunchSpec) -> list[str]:
         knobs = spec.config.get("horovod", {})
         backend = spec.config.get("framework", {}).get("backend", "auto")
-        hosts = spec.hosts[: spec.nnodes]
+        # One node: horovodrun runs on it, so every rank is local. Named by its address it may not be:
+        # horovodrun calls a host local only if the address is on one of its interfaces, and ssh-es
+        # to the others (a node reached as 127.0.0.2, or by a name of another network, failed so).
+        hosts = ("localhost",) if spec.nnodes == 1 else spec.hosts[: spec.nnodes]
         if len(set(hosts)) < spec.nnodes:
             # horovodrun keys local and cross ranks by host name: repeated names give wrong ranks.
             raise ValueError(

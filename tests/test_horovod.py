@@ -54,6 +54,14 @@ ENTRY = [*RANK_PREFIX, "/opt/venv/bin/python", "-m", "jobs.entry", "/sweeps/s/ce
          "/sweeps/s/cells/abc/attempt_0"]  # fmt: skip
 
 
+@pytest.mark.parametrize("address", ["127.0.0.2", "gcn7", "10.1.2.3"])
+def test_a_one_node_cell_names_its_node_localhost_whatever_its_address(address):
+    """horovodrun takes a host for remote unless its address is on a local interface, and ssh-es to it:
+    a one-node cell on the dev cluster's second node (127.0.0.2) failed "could not connect via ssh"."""
+    argv = get_launcher("horovodrun").command(spec(hosts=(address,)))
+    assert argv[argv.index("-H") + 1] == "localhost:2"
+
+
 def test_one_node_runs_np_processes_on_localhost_with_the_knobs_as_flags():
     argv = get_launcher("horovodrun").command(spec())
     assert argv == [

@@ -241,3 +241,25 @@ def test_an_interval_that_misses_the_bar_is_drawn_where_it_lies(tmp_path):
     per_process = study_figures.study_figure(results, "resnet18", []).axes[1]
     assert _bars(per_process) == pytest.approx([train["throughput"] / 2])
     assert _intervals(per_process) == pytest.approx([train["ci95_low"] / 2, train["ci95_high"] / 2])
+
+
+def test_the_memory_figure_puts_each_configuration_beside_the_others_not_on_top(tmp_path):
+    """Two horovod fusion settings and ddp on 1 and 2 processes: three bars per process count, at three
+    places, with the larger horovod peak not hiding the smaller one (bars used to overlap per framework)."""
+    from analysis.figures import memory_figure
+
+    root = tmp_path / "s"
+    for gpus in (1, 2):
+        synthetic.write_cell(root, synthetic.config(gpus=gpus), step_times=[[0.25] * 6] * gpus, peak_bytes=GIB)
+        for fusion, peak in ((16, 2 * GIB), (64, 3 * GIB)):
+            cfg = synthetic.config(**{"gpus": gpus, "framework.name": "horovod", "horovod.fusion_threshold_mb": fusion})
+            synthetic.write_cell(root, cfg, step_times=[[0.25] * 6] * gpus, peak_bytes=peak)
+    results = aggregate([str(root)], progress=False, figures=False, report=False).results
+    figure = memory_figure(results, [])
+    axis = figure.axes[0]  # train, the one model
+    bars = sorted((round(p.get_x(), 6), round(p.get_height() * 4) / 4) for p in axis.patches)
+    assert len(bars) == 6 and len({x for x, _ in bars}) == 6, bars  # 3 series × 2 process counts, no shared place
+    assert sorted(h for _, h in bars) == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]  # every peak visible, none drawn over
+    labels = [t.get_text() for t in figure.legends[0].get_texts()] if figure.legends else []
+    labels += [t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert {"ddp", "horovod, horovod.fusion_threshold_mb=16", "horovod, horovod.fusion_threshold_mb=64"} <= set(labels)
