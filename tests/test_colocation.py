@@ -102,7 +102,17 @@ def test_a_cell_on_a_quiet_machine_is_not_flagged(tmp_path: Path) -> None:
     rows = _results(sweep)
     if after >= analysis_colocation.OTHER_CPUS_BUSY / 2:
         pytest.skip(f"other work started on this machine during the cell ({after:.2f} CPUs after it)")
-    assert [(r["phase"], r["busy"], r["confound"]) for r in rows] == [("train", "", ""), ("val", "", "")]
+    # The hypervisor taking CPU time from this VM (steal) is other work the cell cannot avoid, and is
+    # rightly flagged (a CI machine had 6 %); nothing else may be: the cell's own processes never are.
+    expected = [
+        (r["phase"], f"{100 * float(r['cpu_steal']):.0f}% CPU steal")
+        if float(r["cpu_steal"]) >= analysis_colocation.STEAL_BUSY
+        else (r["phase"], "")
+        for r in rows
+    ]
+    assert [(r["phase"], r["busy"]) for r in rows] == expected
+    assert [r["phase"] for r in rows] == ["train", "val"]
+    assert all(bool(r["confound"]) == bool(r["busy"]) for r in rows)
     assert all(float(r["other_cpus"]) < analysis_colocation.OTHER_CPUS_BUSY for r in rows)
 
 
