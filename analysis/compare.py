@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from analysis import confounds
 from analysis.stats import intervals_overlap, ratio_ci95
 
 MATCH = ["framework", "model", "dataset", "precision", "batch_size", "world_size", "phase"]
@@ -144,7 +145,7 @@ def environment_fields(table: Any, environments_a: dict[str, Any], environments_
     a = values(environments_a, rows["environment_hash_a"])
     b = values(environments_b, rows["environment_hash_b"])
     return [
-        f"{key}: {', '.join(sorted(a.get(key, {'–'})))} → {', '.join(sorted(b.get(key, {'–'})))}"
+        f"{confounds.shown_key(key)}: {', '.join(sorted(a.get(key, {'–'})))} → {', '.join(sorted(b.get(key, {'–'})))}"
         for key in sorted(set(a) | set(b))
         if a.get(key) != b.get(key)
     ]

@@ -19,12 +19,45 @@ from analysis import colocation
 Environment = dict[str, Any]
 
 
+# Groups of the fingerprint whose members are named alone (``LD_PRELOAD``, ``numpy``,
+# ``libjemalloc.so.2``): each member is its own difference. Dumps from before a group was
+# recorded have none of it: that is one difference ("not recorded"), not one per member.
+NAMED_ALONE = ("variables", "libraries", "packages")
+ABSENT = "–"
+
+
+def shown_key(key: str) -> str:
+    """``variables.LD_PRELOAD`` → ``LD_PRELOAD``: a group member by its own name."""
+    group, _, member = key.partition(".")
+    return member if group in NAMED_ALONE and member else key
+
+
+def _shown_value(value: Any) -> str:
+    return ABSENT if value is None else str(value)
+
+
+def _recorded(env: Environment) -> bool:
+    """Whether a dump recorded the groups at all (every new one does: ``packages`` is never
+    empty), as flattened by analysis.load (an empty group leaves no key)."""
+    return any(key.partition(".")[0] in NAMED_ALONE and "." in key for key in env)
+
+
 def differences(a: Environment | None, b: Environment | None) -> list[str]:
-    """``key: a vs b`` for every comparable field in which two environments differ."""
+    """``key: a vs b`` for every comparable field in which two environments differ (``–``:
+    absent on that side), e.g. ``LD_PRELOAD: libjemalloc.so.2 vs –``, ``numpy: 2.3.1 vs 2.4.0``."""
     if a is None or b is None:
         return [] if a is b else ["environment unknown"]
-    keys = sorted(set(a) | set(b))
-    return [f"{k}: {a.get(k)} vs {b.get(k)}" for k in keys if a.get(k) != b.get(k)]
+    found = []
+    both_recorded = _recorded(a) == _recorded(b)
+    if not both_recorded:
+        side = "not recorded vs recorded" if _recorded(b) else "recorded vs not recorded"
+        found.append(f"{', '.join(NAMED_ALONE)}: {side} (a dump from before they were)")
+    for key in sorted(set(a) | set(b)):
+        group = key.partition(".")[0]
+        if a.get(key) == b.get(key) or (group in NAMED_ALONE and (not both_recorded or key == group)):
+            continue
+        found.append(f"{shown_key(key)}: {_shown_value(a.get(key))} vs {_shown_value(b.get(key))}")
+    return found
 
 
 def _hashes(value: str) -> list[str]:
@@ -101,7 +134,7 @@ def summary(results: Any, environments: dict[str, Environment]) -> list[str]:
     for key, counter in sorted(values.items()):
         if len(counter) > 1:
             listed = ", ".join(f"{v} ({n} rows)" for v, n in counter.most_common())
-            sentences.append(f"Confound: {key} differs between compared cells: {listed}.")
+            sentences.append(f"Confound: {shown_key(key)} differs between compared cells: {listed}.")
     if "partition" in results and results["partition"].nunique() > 1:
         listed = ", ".join(f"{_partition_name(p)} ({n} rows)" for p, n in Counter(results["partition"]).most_common())
         sentences.append(f"Confound: partition (the kind of node) differs between compared cells: {listed}.")

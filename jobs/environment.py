@@ -15,8 +15,10 @@ for its threads, one GPU per process), which a per-cell comparison with the conf
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -55,6 +57,126 @@ SLURM_VARIABLES = (
     # slurmd (the dev cluster), which the host name is not.
     "SLURMD_NODENAME",
 )
+
+
+# Variables known to change speed (thread runtimes, BLAS, allocators, communication, PyTorch's
+# own switches): recorded per rank and hashed. The thread counts among them are also in
+# ``threads``; both say the same, once as the runtime reads it.
+PERFORMANCE_VARIABLE_PREFIXES = (
+    "OMP_",
+    "KMP_",
+    "GOMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "BLIS_",
+    "MALLOC_",
+    "JEMALLOC_",
+    "TCMALLOC_",
+    "NCCL_",
+    "CUDA_",
+    "CUDNN_",
+    "CUBLAS_",
+    "TORCH_",
+    "PYTORCH_",
+    "ONEDNN_",
+    "DNNL_",
+    "ATEN_",
+)
+PERFORMANCE_VARIABLES = ("LD_PRELOAD", "LD_LIBRARY_PATH")
+# Not collected: set per rank or per cell by design (``CUDA_VISIBLE_DEVICES`` is in ``resources``),
+# or by a launcher for its own ranks (torchrun's ``TORCHELASTIC_*``): they differ between
+# frameworks by construction, so hashing them would flag every framework comparison. Horovod's
+# and Gloo's own variables (``HOROVOD_*``, ``GLOO_*``) are not collected for the same reason;
+# the Horovod knobs dnnbench sets are in the cell's config.
+# ``NCCL_SOCKET_IFNAME``: horovodrun sets it for its ranks to the interfaces it chose.
+UNHASHED_VARIABLES = frozenset(("CUDA_VISIBLE_DEVICES", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "NCCL_SOCKET_IFNAME"))
+UNHASHED_VARIABLE_PREFIXES = ("TORCHELASTIC_",)
+# Shared libraries whose build changes speed: BLAS/LAPACK, OpenMP and thread runtimes, memory
+# allocators, oneDNN, and the GPU stack. Matched on the file name of each mapping of the process.
+SPEED_LIBRARY = re.compile(
+    r"^lib(openblas\w*|mkl_\w+|blis\w*|flexiblas\w*|blas|cblas|lapack\w*|gomp|iomp5|omp|tbb\w*|"
+    r"jemalloc|tcmalloc\w*|mimalloc|hoard|dnnl|mkldnn|cuda|cudart|cudnn\w*|nccl|cublas\w*|cufft|"
+    r"cusparse\w*|nvrtc\w*|gloo\w*)([-.][^/]*)?\.so(\.[0-9.]+)?$"
+)
+_WHOLE_FILE_HASH_LIMIT = 16 * 2**20  # larger libraries (cuDNN, cuBLAS: hundreds of MiB) hash head and tail
+_HASH_SPAN = 2**20
+
+
+def performance_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of :data:`PERFORMANCE_VARIABLE_PREFIXES` set for this process, by name."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for name, value in environ.items():
+        if name in UNHASHED_VARIABLES or name.startswith(UNHASHED_VARIABLE_PREFIXES):
+            continue
+        if name in PERFORMANCE_VARIABLES or name.startswith(PERFORMANCE_VARIABLE_PREFIXES):
+            found[name] = value
+    return dict(sorted(found.items()))
+
+
+@cache
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """12 hex digits of a library's bytes (head and tail of a large one, with its size)."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        if size <= _WHOLE_FILE_HASH_LIMIT:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(_HASH_SPAN))
+            handle.seek(size - _HASH_SPAN)
+            digest.update(handle.read(_HASH_SPAN))
+    return digest.hexdigest()[:12]
+
+
+def _library_identity(path: str) -> str:
+    """``<version> sha256:<12 hex>``: the version the file name carries (``libcudnn.so.9.1.0``)
+    when it carries one, and always a hash of the file, since a soname (``libjemalloc.so.2``)
+    stays the same across builds that differ."""
+    name = os.path.basename(os.path.realpath(path))
+    version = re.search(r"\.so\.([0-9][0-9.]*)$", name)
+    try:
+        stat = os.stat(path)
+        digest = "sha256:" + _file_digest(path, stat.st_size, stat.st_mtime_ns)
+    except OSError as err:
+        digest = f"unreadable ({err.strerror})"
+    return f"{version.group(1)} {digest}" if version else digest
+
+
+def loaded_libraries(maps: str = "/proc/self/maps") -> dict[str, str]:
+    """The speed-relevant shared libraries this process has mapped, by file name (which tells
+    an allocator preloaded or the OpenMP runtime torch brought): see :data:`SPEED_LIBRARY`."""
+    try:
+        text = Path(maps).read_text()
+    except OSError:
+        return {}
+    paths = set()
+    for line in text.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            paths.add(fields[5].removesuffix(" (deleted)"))
+    found = {}
+    for path in sorted(paths):
+        name = os.path.basename(path)
+        if SPEED_LIBRARY.match(name):
+            found[name] = _library_identity(path)
+    return found
+
+
+@cache
+def installed_packages() -> dict[str, str]:
+    """``name: version`` of every distribution this interpreter sees (two venvs that differ in
+    any package differ here), names normalised as pip compares them."""
+    found = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
+    return dict(sorted(found.items()))
+
+
+def packages_hash(packages: Mapping[str, str]) -> str:
+    text = "\n".join(f"{name}=={version}" for name, version in sorted(packages.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _version(distribution: str) -> str | None:
@@ -289,5 +411,9 @@ def fingerprint(
         "slurm": {k: v for k in SLURM_VARIABLES if (v := os.environ.get(k)) is not None},
         "resources": rank_resources(with_torch=with_torch),
         **details,
+        "variables": performance_variables(),
+        "libraries": loaded_libraries(),
+        "packages": installed_packages(),
     }
+    env["packages_hash"] = packages_hash(env["packages"])
     return env

@@ -153,7 +153,15 @@ COMPARABLE_KEYS = (
     "gpu_name",
     "gpu_driver",
     "dnnbench",
+    # Recorded since issue 21: the performance variables (LD_PRELOAD, OMP_*, MALLOC_*, …), the
+    # speed-relevant shared libraries mapped, every installed distribution's version.
+    "variables",
+    "libraries",
+    "packages",
 )
+# Comparable keys added after dumps were written without them: hashed only when present, so an
+# old dump's stored hash stays its hash (such a dump still combines; it is flagged against a new one).
+ADDED_COMPARABLE_KEYS = frozenset(("variables", "libraries", "packages"))
 ENVIRONMENT_REQUIRED = ("python", "torch", "hostname", "dnnbench", "threads")
 # Environment fields added after the first dumps were written, with what those dumps ran
 # with (PyTorch's defaults: dnnbench set none of them then). Readers fill them in before
@@ -174,7 +182,7 @@ def with_environment_defaults(env: Mapping[str, Any]) -> dict[str, Any]:
 
 def environment_hash(env: Mapping[str, Any]) -> str:
     """12 hex digits over the ``COMPARABLE_KEYS`` of an environment fingerprint."""
-    comparable = {key: env.get(key) for key in COMPARABLE_KEYS}
+    comparable = {key: env.get(key) for key in COMPARABLE_KEYS if key in env or key not in ADDED_COMPARABLE_KEYS}
     text = json.dumps(comparable, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
