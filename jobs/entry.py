@@ -31,6 +31,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     import torch
 
     from jobs.colocation import PhaseWatch
+    from jobs.comm_probe import section as communication_section
     from jobs.data import build_batches
     from jobs.environment import fingerprint
     from jobs.loop import train_phase, val_phase
@@ -50,6 +51,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             lambda: build_model(cfg.model.name, num_classes=cfg.dataset.num_classes, in_channels=cfg.dataset.channels)
         )
         source, data_record = build_batches(cfg, strategy.data_shard(), placement.device)
+        probes = strategy.communication_probes()  # before warm-up: every rank together, untimed
         probe = memory_probe(placement.device)
         watch = PhaseWatch(out_dir, placement.device)  # what else ran on the node (extra.colocation)
         train = watch.measure("train", train_phase, strategy, source, cfg, probe)
@@ -79,6 +81,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             finished_at=_now(),
             pipeline=strategy.pipeline_metrics(),
             model_state=held,
+            communication=communication_section(probes, strategy.step_collectives()),
             extra={
                 "data": data_record,
                 "parameter_digests": digests,

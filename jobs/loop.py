@@ -6,7 +6,8 @@ covers fetching the batch, moving it to the device and the framework's step, so 
 slow loader shows up in throughput instead of hiding outside the clock. Memory peaks
 are reset at the start of each phase, after what earlier work left cached is released.
 Validation excludes its first step (allocator and kernel warm-up) from timing but counts
-its predictions.
+its predictions. Each timed step is also broken down into parts (jobs/breakdown.py): the loop
+times ``data``, the strategy the parts of its own step, through ``strategy.parts``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from jobs.breakdown import NO_PARTS, step_parts
 from jobs.data import BatchSource
 from jobs.energy import PhaseEnergy, unmeasured
 from jobs.measure import MemoryProbe, StepClock, WallClock
@@ -78,20 +80,27 @@ def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: Memory
     strategy.begin_phase("train")
     strategy.barrier()
     clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)
+    strategy.parts = parts = step_parts(device)
     samples, last = 0, None
     delay = _test_delay_s()
     wall.start()
     energy.start()
     for _ in range(timed):
         clock.start()
+        parts.begin_step()
         if delay:
             time.sleep(delay)
-        result = strategy.train_step(*_to_device(next(batches), device))
+        with parts.part("data"):
+            batch = _to_device(next(batches), device)
+        result = strategy.train_step(*batch)
         clock.stop()
+        parts.end_step()
         samples += result.samples
         last = result.loss
     wall_s = wall.stop()
+    strategy.parts = NO_PARTS
     record = _phase_record(clock, cfg.warmup_steps, samples, wall_s, probe)
+    record["breakdown"] = parts.record(record["step_times_s"])
     record["energy"] = energy.stop()
     record["loss"] = float(last.float().item()) if last is not None else None
     record["accuracy"] = record["correct"] = record["evaluated"] = None
@@ -105,22 +114,29 @@ def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryPr
     probe.reset()
     strategy.barrier()
     clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)
+    strategy.parts = parts = step_parts(device)
     correct = evaluated = samples = 0
     warmup = 0
     delay = _test_delay_s()
     wall.start()
     for index in itertools.count():
         clock.start()  # before the fetch: as in training, a step's time includes its batch
+        parts.begin_step()
         if delay and index:
             time.sleep(delay)
-        batch = next(batches, None)
+        with parts.part("data"):
+            batch = next(batches, None)
+            if batch is not None:
+                batch = _to_device(batch, device)
         if batch is None:
             break
-        right, made = strategy.eval_step(*_to_device(batch, device))
+        right, made = strategy.eval_step(*batch)
         clock.stop()
+        parts.end_step()
         if index == 0:
             # First step: warm-up, counted for accuracy, not for time.
             clock.discard_last()
+            parts.discard_last()
             warmup = 1
             wall.start()
             energy.start()
@@ -128,7 +144,9 @@ def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryPr
             samples += made
         correct, evaluated = correct + right, evaluated + made
     wall_s = wall.stop() if clock.steps else 0.0
+    strategy.parts = NO_PARTS
     record = _phase_record(clock, warmup, samples, wall_s, probe)
+    record["breakdown"] = parts.record(record["step_times_s"])
     record["energy"] = energy.stop() if warmup else unmeasured("no timed validation step")
     record["loss"] = None
     record["accuracy"] = correct / evaluated if evaluated else None

@@ -36,6 +36,7 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.func import functional_call
 
+from jobs.breakdown import NO_PARTS, StepParts
 from jobs.measure import StepClock
 
 # The shape header before a stage's first activation: ndim, then up to this many sizes.
@@ -267,6 +268,7 @@ class AsyncPipeline:
         self.stats = VersionStats()
         self.observers: list[Callable[[AppliedUpdate], None]] = []
         self.loss = nn.CrossEntropyLoss()
+        self.parts: StepParts = NO_PARTS  # the strategy's, for the step in progress (jobs/breakdown.py)
 
     @property
     def updates_per_step(self) -> int:
@@ -309,14 +311,15 @@ class AsyncPipeline:
         timing = self.timer.recording
         if timing:
             self.timer.forward_span.start()
-        output = functional_call(self.module, dict(zip(self.weights.names, weights, strict=True)), (x,))
-        if self.is_last:
-            loss = self.loss(output, y)
-            losses.append(loss.detach())
-            # Every schedule minimises the step's mean loss over its M micro-batches at the cell's lr: 2BW sums
-            # the M terms into one update; pipedream applies each term as soon as it has it, so a step's M
-            # updates add up to one synchronous step's (but for staleness and momentum).
-            output = loss / self.microbatches
+        with self.parts.part("forward"):
+            output = functional_call(self.module, dict(zip(self.weights.names, weights, strict=True)), (x,))
+            if self.is_last:
+                loss = self.loss(output, y)
+                losses.append(loss.detach())
+                # Every schedule minimises the step's mean loss over its M micro-batches at the cell's lr: 2BW
+                # sums the M terms into one update; pipedream applies each term as soon as it has it, so a
+                # step's M updates add up to one synchronous step's (but for staleness and momentum).
+                output = loss / self.microbatches
         if timing:
             self.timer.forward_span.stop()
         self.inflight.append(_InFlight(index, version, weights, received, output))
@@ -347,8 +350,9 @@ class AsyncPipeline:
         timing = self.timer.recording
         if timing:
             self.timer.backward_span.start()
-        grads = torch.autograd.grad([entry.output], inputs, grad_outputs=[gradient] if gradient is not None else None,
-                                    allow_unused=True)  # fmt: skip
+        outputs_gradient = [gradient] if gradient is not None else None
+        with self.parts.part("backward"):
+            grads = torch.autograd.grad([entry.output], inputs, grad_outputs=outputs_gradient, allow_unused=True)
         if timing:
             self.timer.backward_span.stop()
         if entry.received is not None:
@@ -383,7 +387,8 @@ class AsyncPipeline:
         for observe in self.observers:  # before the update: it may overwrite the version they used
             observe(AppliedUpdate(microbatches, entry.version, entry.weights, grads, base))
         done = entry.version not in self._wanted()
-        self.weights.update(grads, recycle=entry.version if done else None)
+        with self.parts.part("optimizer"):
+            self.weights.update(grads, recycle=entry.version if done else None)
         self._note_versions()
 
     def _average_over_replicas(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -391,7 +396,10 @@ class AsyncPipeline:
         if timing:
             self.allreduce_span.start()
         flat = _flatten_dense_tensors(grads)  # one all-reduce per update, not one per tensor
-        dist.all_reduce(flat, group=self.dp_group)
+        with self.parts.part("exposed_comm"):
+            start = self.parts.now()
+            dist.all_reduce(flat, group=self.dp_group)
+            self.parts.communication(start, self.parts.now())
         flat.div_(self.replicas)
         if timing:
             self.allreduce_span.stop()
@@ -446,7 +454,8 @@ class AsyncPipeline:
             if not self.is_first:
                 x = self.peers.activation_buffer()
                 self.peers.exchange([], [(x, self.stage - 1)])
-            output = self.module(x)
+            with self.parts.part("forward"):
+                output = self.module(x)
             if self.is_last:
                 outputs.append(output)
             else:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from jobs.breakdown import NO_PARTS, StepParts
 from jobs.data import Shard
 from jobs.environment import cuda_facts, slurm_allocated_gpus
 from jobs.failures import NoGpuError
@@ -97,6 +98,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     # True when this process's finished samples count toward global throughput.
     counts_samples: bool = True
+    # Where the parts of a timed step go (jobs/breakdown.py); the loop sets it for each timed phase.
+    parts: StepParts = NO_PARTS
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -145,6 +148,15 @@ class Strategy(ABC):
         """The dump's ``model_state`` section: bytes of parameters, gradients and optimizer state this
         process owns (jobs/model_state.py), read after training; None where the strategy cannot tell."""
         return None
+
+    def communication_probes(self) -> list[dict[str, Any]]:
+        """All-reduce probes of the bandwidth between this cell's processes (jobs/comm_probe.py),
+        run before warm-up by every rank together; none on one process."""
+        return []
+
+    def step_collectives(self) -> list[dict[str, Any]]:
+        """The collectives of one training step of this process (jobs/comm_probe.py ``collective``)."""
+        return []
 
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Stop communication; called once, also after a failure."""

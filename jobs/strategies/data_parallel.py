@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from jobs.comm_probe import collective
 from jobs.data import Shard
 from jobs.model_state import measure as measure_model_state
 from jobs.precision import precision
@@ -34,28 +36,47 @@ class DataParallelStrategy(Strategy):
         return Shard(rank=self.placement.rank, world=self.placement.world_size)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
+        parts = self.parts
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
+        with parts.part("optimizer"):
+            self.optimizer.zero_grad(set_to_none=True)
+        with parts.part("forward"), self.autocast():
             loss = self.criterion(self.model(images), labels)
+        with parts.part("backward"):
+            self.backward(self.scaler.scale(loss) if self.scaler.is_enabled() else loss)
+        with parts.part("optimizer"):
+            self.optimizer_step()
+        return StepResult(loss=loss.detach(), samples=images.shape[0])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The backward pass; a framework whose gradients are reduced inside it carves out the wait."""
+        loss.backward()
+
+    def optimizer_step(self) -> None:
         if self.scaler.is_enabled():
-            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:  # fp32, bf16: the plain step, nothing of the scaler's bookkeeping inside the clock
-            loss.backward()
             self.optimizer.step()
-        return StepResult(loss=loss.detach(), samples=images.shape[0])
 
     @torch.no_grad()
     def eval_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
         self.model.eval()
-        with self.autocast():
+        with self.parts.part("forward"), self.autocast():
             logits = self.model(images)
         return int((logits.argmax(dim=1) == labels).sum().item()), int(labels.shape[0])
 
     def model_state(self) -> dict[str, int]:
         return measure_model_state(self.model.parameters(), self.optimizer)
+
+    def gradient_bytes(self) -> int:
+        """Bytes of the whole model's gradients (global sizes, also of sharded parameters)."""
+        return sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+
+    def step_collectives(self) -> list[dict[str, Any]]:
+        """One ring all-reduce of every gradient per step (DDP's buckets, Horovod's fused buffers)."""
+        assert self.placement is not None
+        return [collective("all_reduce", self.gradient_bytes(), self.placement.world_size)]
 
     def local_parameter_digest(self) -> float:
         with torch.no_grad():

@@ -28,9 +28,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
 from torch.distributed.tensor import DTensor
 
+from jobs import breakdown
+from jobs.comm_probe import collective
 from jobs.pipeline.blocks import split_blocks
+from jobs.strategies.base import Strategy
 from jobs.strategies.ddp import DDPStrategy, gather_floats
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,6 +69,46 @@ def full_parameters(model: nn.Module) -> list[torch.Tensor]:
         return [p.full_tensor() if isinstance(p, DTensor) else p.detach() for p in model.parameters()]
 
 
+def record_collective(strategy: Strategy, start: float, work: dist.Work | None) -> None:
+    """A collective FSDP started at ``start``: one that returned done (no ``Work``) blocked this
+    thread throughout, so all of it was exposed; an asynchronous one ends when its work does."""
+    parts = strategy.parts
+    if work is None:
+        end = parts.now()
+        parts.communication(start, end)
+        parts.carve("exposed_comm", end - start)
+    else:
+        work.get_future().then(lambda _: parts.communication(start, parts.now()))
+
+
+class TimedAllGather(DefaultAllGather):
+    """FSDP's own all-gather (``set_custom_all_gather``), timed."""
+
+    def __init__(self, strategy: Strategy) -> None:
+        super().__init__()
+        self.strategy = strategy
+
+    def __call__(self, output_tensor, input_tensor, group, async_op=False):  # type: ignore[no-untyped-def,override]
+        start = self.strategy.parts.now()
+        work = super().__call__(output_tensor, input_tensor, group, async_op)
+        record_collective(self.strategy, start, work)
+        return work
+
+
+class TimedReduceScatter(DefaultReduceScatter):
+    """FSDP's own reduce-scatter (``set_custom_reduce_scatter``), timed."""
+
+    def __init__(self, strategy: Strategy) -> None:
+        super().__init__()
+        self.strategy = strategy
+
+    def __call__(self, output_tensor, input_tensor, group, op, async_op=False):  # type: ignore[no-untyped-def,override]
+        start = self.strategy.parts.now()
+        work = super().__call__(output_tensor, input_tensor, group, op, async_op)
+        record_collective(self.strategy, start, work)
+        return work
+
+
 class FSDPStrategy(DDPStrategy):
     """DDP's process group, barrier and teardown (torchrun); FSDP's wrapping and digest."""
 
@@ -82,8 +126,29 @@ class FSDPStrategy(DDPStrategy):
         model = shard_model(
             model, knobs.wrap, self.mesh, reshard_after_forward=bool(knobs.reshard_after_forward), mp_policy=policy
         )
+        for module in model.modules():
+            if isinstance(module, FSDPModule) and breakdown.enabled():
+                module.set_custom_all_gather(TimedAllGather(self))
+                module.set_custom_reduce_scatter(TimedReduceScatter(self))
         # fully_shard replaced every parameter by a sharded DTensor: the optimizer is built again over those.
         return model, type(optimizer)(model.parameters(), **optimizer.defaults)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.parts.measures_communication()
+        loss.backward()
+
+    def step_collectives(self) -> list[dict[str, Any]]:
+        """Parameters all-gathered for the forward and, resharded after it, again for the backward;
+        gradients reduce-scattered. (FSDP keeps the root unit's parameters from forward to
+        backward: with ``wrap=block`` the root holds none; with ``root_only`` this counts it twice.)"""
+        assert self.placement is not None
+        n = self.placement.world_size
+        parameters = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        gathers = 2 if self.cfg.fsdp.reshard_after_forward else 1
+        return [
+            *[collective("all_gather", parameters, n) for _ in range(gathers)],
+            collective("reduce_scatter", self.gradient_bytes(), n),
+        ]
 
     def parameter_digests(self) -> list[float]:
         """DDP's digest of the gathered parameters: every rank sums the whole model, as DDP's replicas do."""

@@ -18,6 +18,8 @@ import horovod.torch as hvd
 import torch
 from torch import nn
 
+from jobs import breakdown
+from jobs.comm_probe import probe
 from jobs.failures import GpuCollectivesError
 from jobs.strategies.base import Placement, StepResult, resolve_device
 from jobs.strategies.data_parallel import DataParallelStrategy
@@ -63,6 +65,7 @@ def check_gpu_collectives(device: torch.device, builds: dict[str, Any]) -> None:
 
 class HorovodStrategy(DataParallelStrategy):
     name = "horovod"
+    first_comm_launch: float | None = None
 
     def setup(self) -> Placement:
         hvd.init()
@@ -84,6 +87,9 @@ class HorovodStrategy(DataParallelStrategy):
         )
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        # Each gradient's hook calls this method on the instance: when the first one is launched.
+        if breakdown.enabled():
+            optimizer._allreduce_grad_async = self._record_launch(optimizer._allreduce_grad_async)  # type: ignore[attr-defined]
         return model, optimizer
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
@@ -93,19 +99,51 @@ class HorovodStrategy(DataParallelStrategy):
         checks them; ``step`` then skips its own synchronize. Horovod's ``zero_grad``
         takes no ``set_to_none`` but sets gradients to None by default, as DDP's does.
         """
+        parts = self.parts
         self.model.train()
-        self.optimizer.zero_grad()
-        with self.autocast():
+        with parts.part("optimizer"):
+            self.optimizer.zero_grad()
+        with parts.part("forward"), self.autocast():
             loss = self.criterion(self.model(images), labels)
-        self.scaler.scale(loss).backward()
-        self.optimizer.synchronize()  # type: ignore[attr-defined]
-        with self.optimizer.skip_synchronize():  # type: ignore[attr-defined]
-            self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.first_comm_launch = None
+        with parts.part("backward"):
+            self.scaler.scale(loss).backward()
+        with parts.part("optimizer"):
+            # The all-reduces run on Horovod's background thread from the first gradient's hook;
+            # synchronize() waits for the rest: that wait is exposed, the whole span is communication.
+            start = parts.now()
+            self.optimizer.synchronize()  # type: ignore[attr-defined]
+            end = parts.now()
+            parts.measures_communication()
+            parts.carve("exposed_comm", end - start)
+            parts.communication(self.first_comm_launch or start, end)
+            with self.optimizer.skip_synchronize():  # type: ignore[attr-defined]
+                self.scaler.step(self.optimizer)
+            self.scaler.update()
         return StepResult(loss=loss.detach(), samples=images.shape[0])
+
+    def _record_launch(self, allreduce_grad_async: Any) -> Any:
+        def launch(parameter: Any) -> Any:
+            if self.first_comm_launch is None:
+                self.first_comm_launch = self.parts.now()
+            return allreduce_grad_async(parameter)
+
+        return launch
 
     def barrier(self) -> None:
         hvd.barrier()
+
+    def communication_probes(self) -> list[dict[str, Any]]:
+        """Horovod's own all-reduce (its controller and operations: Gloo here, NCCL on GPUs)."""
+        if hvd.size() <= 1:
+            return []
+        scope = "inter_node" if hvd.cross_size() > 1 else "intra_node"
+        probes = iter(range(1 << 30))
+
+        def allreduce(tensor: torch.Tensor) -> None:
+            hvd.allreduce(tensor, op=hvd.Sum, name=f"dnnbench.probe.{next(probes)}")
+
+        return [probe(allreduce, hvd.size(), self.device, scope)]
 
     def parameter_digests(self) -> list[float]:
         local = torch.tensor([self.local_parameter_digest()], dtype=torch.float64)

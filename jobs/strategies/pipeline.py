@@ -15,6 +15,7 @@ send/recv between the stages, the same stage modules, timers and dump section.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,8 @@ from torch.distributed.pipelining.schedules import (
     ScheduleInterleaved1F1B,
 )
 
+from jobs.breakdown import NO_PARTS, StepParts
+from jobs.comm_probe import collective, torch_distributed_probes
 from jobs.data import Shard
 from jobs.measure import StepClock, peak_rss_bytes
 from jobs.pipeline import planner
@@ -56,6 +59,7 @@ class TimedStage(PipelineStage):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.recording = False
+        self.parts: StepParts = NO_PARTS  # the strategy's, for the step in progress
         self.reset_timing()
 
     def reset_timing(self) -> None:
@@ -64,9 +68,11 @@ class TimedStage(PipelineStage):
 
     def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
         if not self.recording:
-            return super().forward_one_chunk(*args, **kwargs)
+            with self.parts.part("forward"):
+                return super().forward_one_chunk(*args, **kwargs)
         self.forward_span.start()
-        output = super().forward_one_chunk(*args, **kwargs)
+        with self.parts.part("forward"):
+            output = super().forward_one_chunk(*args, **kwargs)
         self.forward_span.stop()
         # Micro-batches whose activations this stage holds: 1F1B's per-stage difference.
         self.inflight += 1
@@ -77,7 +83,8 @@ class TimedStage(PipelineStage):
         if not self.recording:
             return super().backward_one_chunk(*args, **kwargs)
         self.backward_span.start()
-        result = super().backward_one_chunk(*args, **kwargs)
+        with self.parts.part("backward"):
+            result = super().backward_one_chunk(*args, **kwargs)
         self.backward_span.stop()
         self.inflight -= 1
         return result
@@ -195,12 +202,16 @@ class PipelineStrategy(Strategy):
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
         recording = self.phase == "train"
         self._set_mode(True, recording)
+        self._share_parts()
         self.step_span.start()
-        if isinstance(self.schedule, AsyncPipeline):
-            # Updates happen inside: per micro-batch (pipedream) or per step, delayed (2BW).
-            losses = self.schedule.train_step(images if self.is_first else None, labels if self.is_last else None)
-        else:
-            losses = self._synchronous_step(images, labels, recording)
+        # The schedule's time that no stage's compute, all-reduce or update claims is waiting:
+        # for neighbours' activations and gradients (sends and receives), the bubble.
+        with self.parts.part("wait"):
+            if isinstance(self.schedule, AsyncPipeline):
+                # Updates happen inside: per micro-batch (pipedream) or per step, delayed (2BW).
+                losses = self.schedule.train_step(images if self.is_first else None, labels if self.is_last else None)
+            else:
+                losses = self._synchronous_step(images, labels, recording)
         if recording:
             self.step_span.stop()
             peak = _peak_memory(self.device)
@@ -212,18 +223,31 @@ class PipelineStrategy(Strategy):
 
     def _synchronous_step(self, images: torch.Tensor, labels: torch.Tensor, recording: bool) -> list[torch.Tensor]:
         """One flush-terminated step of the torch.distributed.pipelining schedule, then one update."""
-        self.optimizer.zero_grad(set_to_none=True)
+        parts = self.parts
+        with parts.part("optimizer"):
+            self.optimizer.zero_grad(set_to_none=True)
         losses: list[torch.Tensor] = []
         args = (images,) if self.is_first else ()
         target = labels if self.is_last else None
         self.schedule.step(*args, target=target, losses=losses if self.is_last else None, return_outputs=False)
         if self.layout.replicas > 1:
             self.allreduce_span.start()
-            self._average_gradients()
+            with parts.part("exposed_comm"):
+                start = parts.now()
+                self._average_gradients()
+                parts.communication(start, parts.now())
             if recording:
                 self.allreduce_span.stop()
-        self.optimizer.step()
+        with parts.part("optimizer"):
+            self.optimizer.step()
         return losses
+
+    def _share_parts(self) -> None:
+        """The loop gives the strategy this phase's parts; the stages and the schedule time into them."""
+        for st in self.stages:
+            st.parts = self.parts
+        if isinstance(self.schedule, AsyncPipeline):
+            self.schedule.parts = self.parts
 
     def _average_gradients(self) -> None:
         grads = [p.grad for st in self.stages for p in st.submod.parameters() if p.grad is not None]
@@ -239,6 +263,7 @@ class PipelineStrategy(Strategy):
     @torch.no_grad()
     def eval_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
         self._set_mode(False, False)
+        self._share_parts()
         made = labels.shape[0]
         padding = self.cfg.batch_size - made
         if padding > 0:
@@ -248,12 +273,13 @@ class PipelineStrategy(Strategy):
             labels_in = torch.cat([labels, labels.new_zeros(padding)])
         else:
             labels_in = labels
-        if isinstance(self.schedule, AsyncPipeline):
-            output = self.schedule.evaluate(images if self.is_first else None)
-        else:
-            args = (images,) if self.is_first else ()
-            # The schedule computes its loss_fn in eval too, so the last stage needs targets.
-            output = self.schedule.eval(*args, target=labels_in if self.is_last else None)
+        with self.parts.part("wait"):
+            if isinstance(self.schedule, AsyncPipeline):
+                output = self.schedule.evaluate(images if self.is_first else None)
+            else:
+                args = (images,) if self.is_first else ()
+                # The schedule computes its loss_fn in eval too, so the last stage needs targets.
+                output = self.schedule.eval(*args, target=labels_in if self.is_last else None)
         if not self.is_last:
             return 0, 0
         predicted = output[:made].argmax(dim=1)
@@ -274,6 +300,19 @@ class PipelineStrategy(Strategy):
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def communication_probes(self) -> list[dict[str, Any]]:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+        return torch_distributed_probes(self.device, local_world)
+
+    def step_collectives(self) -> list[dict[str, Any]]:
+        """The replicas' all-reduce of this stage's gradients (once per update: per micro-batch for
+        pipedream). The activations and gradients sent between stages are not counted: a lower bound."""
+        if self.layout.replicas <= 1:
+            return []
+        gradients = sum(p.numel() * p.element_size() for st in self.stages for p in st.submod.parameters())
+        updates = self.schedule.updates_per_step if isinstance(self.schedule, AsyncPipeline) else 1
+        return [collective("all_reduce", gradients, self.layout.replicas) for _ in range(updates)]
 
     def parameter_digests(self) -> list[float]:
         with torch.no_grad():
