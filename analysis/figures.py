@@ -280,9 +280,9 @@ def write_figures(out: Path, results: Any, stages: Any, warnings: list[str]) -> 
         "stage_balance": stage_balance_figure(stages, warnings),
     }
     written = [path for name, fig in figures.items() for path in save_figure(fig, out, name)]
-    from analysis import study_figures  # imported here: it builds on this module
+    from analysis import breakdown_figure, study_figures  # imported here: they build on this module
 
-    return written + study_figures.write(out, results, warnings)
+    return written + study_figures.write(out, results, warnings) + breakdown_figure.write(out, results, warnings)
 
 
 def save_figure(fig: Any, out: Path, name: str) -> list[Path]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis import allocation, colocation
+from analysis import allocation, breakdown, colocation
 from analysis.errors import AnalysisError
 from analysis.stats import summarize
 from jobs import schema
@@ -450,7 +450,14 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         # The split's size (extra.data.<phase>_samples) turns throughput into seconds per epoch.
         split = ((first.get("extra") or {}).get("data") or {}).get(f"{phase}_samples")
         row["split_samples"] = split if isinstance(split, int) and not isinstance(split, bool) else None
-        rows.append({**base, **row, **colocation.phase_columns(docs, path / f"attempt_{attempt}", phase)})
+        rows.append(
+            {
+                **base,
+                **row,
+                **colocation.phase_columns(docs, path / f"attempt_{attempt}", phase),
+                **breakdown.phase_columns(docs, phase),  # where the step went
+            }
+        )
     cell.rows = rows
     cell.ranks = [
         {

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from analysis import colocation, study_figures
+from analysis import breakdown, breakdown_figure, colocation, study_figures
 from analysis.outputs import MARKDOWN_COLUMNS, memory_gib
 
 _CSS = """
@@ -33,6 +33,7 @@ _CAPTIONS = {
     "batch size (dotted: ideal), and scaling efficiency = speedup / processes.",
     "memory": "Peak memory per process, the maximum over ranks.",
     "stage_balance": "Pipeline stages: predicted vs measured time per stage.",
+    "breakdown": breakdown_figure.CAPTION,
     "energy": "Samples per joule vs processes (rows with a readable energy counter only; see the Energy table).",
 }
 
@@ -190,6 +191,37 @@ def energy_table(results: Any) -> str:
     return "<table>" + "\n".join(rows) + "</table>"
 
 
+def breakdown_section(results: Any) -> str:
+    """Per model, one computed sentence per framework and scale on its scaling loss, then the
+    parts of every row's step (analysis/breakdown.py)."""
+    if results.empty or "forward_s" not in results or not results["forward_s"].notna().any():
+        return "<p>No breakdown: these dumps were written before steps were broken down.</p>"
+    said = breakdown.sentences(results)
+    text = "".join(
+        f"<p><strong>{_esc(model)}</strong>: " + "; ".join(_esc(s) for s in lines) + ".</p>"
+        for model, lines in said.items()
+    )
+    intro = (
+        "<p>Mean seconds per step of each part (they add up to the step time); <code>comm</code> is all "
+        "communication, hidden or not, <code>comm_bound</code> its lower bound at the bandwidth the cell "
+        "measured between its processes, <code>comm_eff</code> = bound ÷ comm. Each row's scaling loss "
+        "(1 − efficiency) splits into exposed communication, waiting and slower compute per process, "
+        "which add up to it.</p>"
+    )
+    rows = results[results["forward_s"].notna()].sort_values(["phase", "model", "framework", "world_size"])
+    columns = [*breakdown.PART_COLUMNS, "comm_s", "comm_bound_s", "comm_efficiency", *breakdown.LOSS_PARTS]
+    head = "".join(f"<th>{_esc(c.removesuffix('_s'))}</th>" for c in ["phase", "model", "framework", "world_size"])
+    head += "".join(f"<th>{_esc(c.removesuffix('_s').replace('efficiency', 'eff'))}</th>" for c in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{_esc(row[c])}</td>" for c in ["phase", "model", "framework", "world_size"])
+        + "".join(f"<td>{_num(row[c], 4 if c.endswith('_s') else 2)}</td>" for c in columns)
+        + "</tr>"
+        for _, row in rows.iterrows()
+    )
+    return intro + text + f"<table><tr>{head}</tr>{body}</table>"
+
+
 def straggler_section(table: Any) -> str:
     """stragglers.csv as two tables: the slow ranks, then every node's counts."""
     if table is None or table.empty:
@@ -288,6 +320,8 @@ any other GPU process or Slurm job; <code>cluster.exclusive=true</code> keeps ot
 and for Horovod the NCCL it was built with (0: none). A row is flagged when a rank had fewer CPUs
 than its threads, a GPU cell's rank saw no GPU, or Horovod reduced CUDA tensors without NCCL.</p>
 {allocation_table(results)}
+<h2>Where the step goes</h2>
+{breakdown_section(results)}
 <h2>Stragglers</h2>
 <p>Ranks whose median step time exceeds their cell's median over ranks by more than the threshold
 (<code>--straggler-threshold</code>), and per node how often its ranks straggled (stragglers.csv).

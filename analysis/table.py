@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analysis import allocation, colocation, confounds, study
+from analysis import allocation, breakdown, colocation, confounds, study
 from analysis.load import MODEL_STATE_COLUMNS
 from analysis.stats import t_quantile_975
 
@@ -175,6 +175,7 @@ def build_results(loaded: Any) -> Any:
     """The results table: repeats combined, scaling, swept knobs and confound flags."""
     results = combine_repeats(loaded.cells)
     results = add_scaling(results)
+    results = breakdown.attach(results, loaded.cells)  # where the step goes, and the scaling loss's parts
     results = swept_knobs(results, loaded.configs)
     results = colocation.attach(results, loaded.cells)  # how busy the nodes were: confounds flags it
     results = allocation.attach(results, loaded.cells)  # what the ranks were given: likewise

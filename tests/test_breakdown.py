@@ -160,3 +160,37 @@ def test_gpu_parts_are_cuda_event_times_that_add_up(run_cell_here: Any, tmp_path
     step = statistics.fmean(phase["step_times_s"])
     assert sum(v for k, v in parts.items() if k != "other") <= step * 1.02
     assert parts["forward"] > 0 and parts["backward"] > 0
+
+
+def test_the_scaling_loss_splits_into_parts_that_add_up_and_is_told_in_a_sentence() -> None:
+    import pandas as pd
+
+    from analysis import breakdown as analysis_breakdown
+
+    def row(key: str, world: int, efficiency: float, **parts: float) -> dict[str, Any]:
+        seconds = {f"{p}_s": parts.get(p, 0.0) for p in analysis_breakdown.PARTS}
+        return {
+            "sweep": "s", "config_key": key, "phase": "train", "model": "resnet18", "framework": "horovod",
+            "world_size": world, "efficiency": efficiency, "baseline_config_key": "one", **seconds,
+        }  # fmt: skip
+
+    # 1 process: 0.1 s compute. 2 processes: compute grew to 0.13 s, 0.05 s of exposed all-reduce, 0.02 s waiting.
+    results = pd.DataFrame(
+        [
+            row("one", 1, 1.0, forward=0.04, backward=0.06),
+            row("two", 2, 0.1 / 0.2, forward=0.05, backward=0.08, exposed_comm=0.05, wait=0.02),
+        ]
+    )
+    out = analysis_breakdown.add_scaling_loss(results).set_index("config_key")
+    two = out.loc["two"]
+    assert two["loss_comm"] == pytest.approx(0.05 / 0.2)
+    assert two["loss_wait"] == pytest.approx(0.02 / 0.2)
+    assert two["loss_compute"] == pytest.approx(0.03 / 0.2)
+    assert two["loss_comm"] + two["loss_wait"] + two["loss_compute"] == pytest.approx(1 - two["efficiency"])
+    assert out.loc["one", ["loss_comm", "loss_wait", "loss_compute"]].tolist() == [0.0, 0.0, 0.0]
+    assert analysis_breakdown.sentences(out.reset_index()) == {
+        "resnet18": [
+            "horovod, 2 processes: efficiency 0.50; 0.25 lost to exposed communication, "
+            "0.15 to slower compute, 0.10 to waiting"
+        ]
+    }
