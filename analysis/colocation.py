@@ -18,12 +18,12 @@ columns say how much. ``analysis.confounds`` flags busy rows like other confound
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from analysis import per_config
+from jobs import schema
 
 OTHER_CPUS_BUSY = 0.5
 STEAL_BUSY = 0.05
@@ -57,9 +57,8 @@ def node_jobs(attempt_dir: Path) -> dict[str, dict[str, Any]] | None:
     seen: dict[str, dict[str, Any]] = {}
     asked = False
     for path in sorted(attempt_dir.glob(NODE_FILES)):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        record, error = schema.read_json(path)  # a regular file of bounded size only: never blocks on a FIFO
+        if error:
             continue
         for moment in ("before", "after"):
             jobs = (record.get(moment) or {}).get("jobs") if isinstance(record, dict) else None

@@ -407,7 +407,8 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         cell.cell_id = first["cell_id"]
     cell.attempt = attempt
     config = schema.with_added_defaults(first["config"])
-    hashes = sorted({d["environment_hash"] for d in docs})
+    # Hashes recomputed from each rank's environment (defaults filled in), never the stored summaries.
+    hashes = sorted({schema.environment_hash(schema.with_environment_defaults(d["environment"])) for d in docs})
     # Fields recorded only by later versions get the value older dumps ran with, then the
     # hash is taken again: an old and a new dump of one environment compare equal.
     environment = schema.with_environment_defaults(first["environment"])

@@ -137,6 +137,8 @@ def make_dump(
 ) -> dict[str, Any]:
     """One rank's dump for config ``cfg`` (world size = gpus × nodes)."""
     env = copy.deepcopy(environment or BASE_ENVIRONMENT)
+    if environment is None and memory_kind == "cuda":
+        env["cuda_available"] = True  # a CUDA rank's environment (jobs.schema checks the two agree)
     world = cfg["gpus"] * cfg["nodes"]
     if memory_kind == "rss":
         memory = {
@@ -163,7 +165,7 @@ def make_dump(
     if counts_samples:
         val_phase = _phase(val_step_times, val_samples, memory, evaluated)
     else:
-        val_phase = _phase(val_step_times, 0, memory, None)
+        val_phase = {**_phase(val_step_times, 0, memory, None), "warmup_steps": 1}  # its untimed first step
     return schema.new_dump(
         cell_id=cell_id or cell_id_of(cfg),
         attempt=attempt,
@@ -180,7 +182,10 @@ def make_dump(
         counts_samples=counts_samples,
         config=cfg,
         phases={
-            "train": _phase(train_step_times, per_step * len(train_step_times), memory, None),
+            "train": {
+                **_phase(train_step_times, per_step * len(train_step_times), memory, None),
+                "warmup_steps": cfg["warmup_steps"],
+            },
             "val": val_phase,
         },
         environment=env,
@@ -271,6 +276,9 @@ def write_cell(
 ) -> Path:
     """Write one attempt of a cell: its cell.json, a dump per rank (``step_times[rank]``) + outcome.json."""
     cell_id = dump_options.pop("cell_id", None) or cell_id_of(cfg)
+    lengths = {len(times) for times in step_times}
+    if cfg.get("epochs") is None and len(lengths) == 1 and cfg.get("steps") != min(lengths):
+        cfg = {**cfg, "steps": min(lengths)}  # the config that times these steps (jobs.schema holds them to it)
     folder = Path(sweep_root) / "cells" / cell_id / f"attempt_{attempt}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder.parent / "cell.json").write_text(json.dumps({"cell_id": cell_id, "config": cfg}, indent=1))

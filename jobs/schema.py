@@ -16,11 +16,13 @@ without torch.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,12 +75,38 @@ def without_added_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     trimmed = dict(config)
     for dotted, value in ADDED_CONFIG_DEFAULTS.items():
         node, leaf = _parent_copied(trimmed, dotted)
-        if node is not None and leaf in node and node[leaf] == value:
+        if node is not None and leaf in node and exactly_equal(node[leaf], value):
             del node[leaf]
     return trimmed
 
 
 MEMORY_KINDS = ("cuda", "rss")
+DEVICE_TYPES = ("cpu", "cuda")
+# The memory kind each device's probe records (jobs/measure.py): the CUDA allocator's, or the process's RSS.
+MEMORY_KIND_OF_DEVICE = {"cpu": "rss", "cuda": "cuda"}
+# Upper bounds on a memory figure where the dump does not record what its node or device has
+# (docs/metrics.md, "Memory"). Host memory: x86-64 with 4-level paging addresses 2**46 bytes = 64 TiB of
+# physical memory, and the largest single-node machines sold (HPE Superdome Flex: 48 TiB) stay below it.
+NODE_MEMORY_LIMIT_BYTES = 64 * 2**40
+# A CUDA device's memory: the largest accelerators (2025: NVIDIA B300, AMD MI355X) hold 288 GB; 2 TiB is seven
+# times that. Recorded totals, where a rank records them, bound tighter.
+DEVICE_MEMORY_LIMIT_BYTES = 2 * 2**40
+# environment.resources keys, in bytes, that bound a rank's memory figures when recorded.
+NODE_MEMORY_KEY, DEVICE_MEMORY_KEY = "memory_total_bytes", "gpu_memory_total_bytes"
+# The largest JSON file a reader reads (a rank dump is ~10-100 KB): anything larger is refused unread.
+MAX_JSON_BYTES = 64 * 2**20
+
+
+def exactly_equal(a: Any, b: Any) -> bool:
+    """``a == b`` with types compared too, at every depth: ``False`` is not ``0`` and ``1.0`` is not ``1``."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(exactly_equal(value, b[key]) for key, value in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(map(exactly_equal, a, b))
+    return a == b
+
 
 # field -> accepted Python types; ``None`` in the tuple means the field may be null.
 _NUM = (int, float)
@@ -183,8 +211,37 @@ def with_environment_defaults(env: Mapping[str, Any]) -> dict[str, Any]:
 def environment_hash(env: Mapping[str, Any]) -> str:
     """12 hex digits over the ``COMPARABLE_KEYS`` of an environment fingerprint."""
     comparable = {key: env.get(key) for key in COMPARABLE_KEYS if key in env or key not in ADDED_COMPARABLE_KEYS}
+    return _hash_of(comparable)
+
+
+def _hash_of(comparable: Mapping[str, Any]) -> str:
     text = json.dumps(comparable, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Comparable keys hashed (as null where absent) since they were added, but not hashed at all by the
+# versions before: a dump of those versions lacks the key and stored the hash over the keys it had.
+HASHED_SINCE_ADDED = ("numerics",)
+
+
+def environment_hashes(env: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every hash a dump holding ``env`` may have stored: :func:`environment_hash` (as this version
+    hashes), and, for a dump lacking a key of :data:`HASHED_SINCE_ADDED`, the hash its version took."""
+    current = environment_hash(env)
+    absent = [key for key in HASHED_SINCE_ADDED if key not in env]
+    if not absent:
+        return (current,)
+    keys = [k for k in COMPARABLE_KEYS if k not in absent and (k in env or k not in ADDED_COMPARABLE_KEYS)]
+    return current, _hash_of({key: env.get(key) for key in keys})
+
+
+def environment_reasons(doc: Mapping[str, Any]) -> list[str]:
+    """The stored ``environment_hash`` against the hash of the stored environment (never trusted as written)."""
+    stored, hashes = doc["environment_hash"], environment_hashes(doc["environment"])
+    if stored in hashes:
+        return []
+    return [f"environment_hash: stored {stored!r}, but the environment hashes to {hashes[0]!r} "
+            "(the environment was edited, or the hash)"]  # fmt: skip
 
 
 class SchemaError(ValueError):
@@ -370,25 +427,76 @@ class _Shape:
     val_size: int | None  # the validation split's size, as the rank recorded it
     # (timed steps, samples, evaluated) of a counting rank's validation, when the split's size is known.
     val: tuple[int, int, int] | None
+    framework: Any = None
+    untimed: bool = False  # the framework times no step (noop)
+    train_timed: int | None = None  # the timed training steps every rank runs, when the config says
+    train_source: str = ""  # how the config gives them
+    warmup: int | None = None  # the config's warmup_steps
 
     def val_source(self) -> str:
         return (f"val_steps={self.val_steps}, {self.val_size} validation samples over "
                 f"{self.replicas} replica(s), batch_size {self.batch}")  # fmt: skip
 
 
-def _val_size(config: Mapping[str, Any], extra: Any) -> tuple[int | None, list[str]]:
-    """The validation split's size as the rank recorded it (``extra.data``), checked against the config."""
-    recorded = _at(extra, "data.val_samples") if isinstance(extra, Mapping) else _ABSENT
+def _split_size(config: Mapping[str, Any], extra: Any, split: str = "val") -> tuple[int | None, list[str]]:
+    """A split's size (``train``/``val``) as the rank recorded it (``extra.data``), checked against the config."""
+    key = f"{split}_samples"
+    recorded = _at(extra, f"data.{key}") if isinstance(extra, Mapping) else _ABSENT
     if recorded is _ABSENT:
         return None, []  # dumps from before the record: checked against bounds instead
     if type(recorded) is not int or recorded < 0:
-        return None, [f"extra.data.val_samples: expected a non-negative int, got {recorded!r}"]
-    cap = _positive_int(_at(config, "dataset.val_samples"))
+        return None, [f"extra.data.{key}: expected a non-negative int, got {recorded!r}"]
+    cap = _positive_int(_at(config, f"dataset.{key}"))
     if cap is not None and recorded > cap:
-        return None, [f"extra.data.val_samples: {recorded} > the config's dataset.val_samples={cap}"]
+        return None, [f"extra.data.{key}: {recorded} > the config's dataset.{key}={cap}"]
     if cap is not None and _at(config, "dataset.name") == "synthetic" and recorded != cap:
-        return None, [f"extra.data.val_samples: {recorded}, but a synthetic split has dataset.val_samples={cap}"]
+        return None, [f"extra.data.{key}: {recorded}, but a synthetic split has dataset.{key}={cap}"]
     return recorded, []
+
+
+def _val_size(config: Mapping[str, Any], extra: Any) -> tuple[int | None, list[str]]:
+    return _split_size(config, extra, "val")
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _train_steps(
+    config: Mapping[str, Any], extra: Any, replicas: int | None, batch: int, untimed: bool, framework: Any
+) -> tuple[int | None, str, int | None, list[str]]:
+    """(timed training steps, how the config gives them, warmup_steps, reasons the config cannot say).
+
+    As ``jobs/loop.py``'s ``train_phase``: ``steps`` timed steps after ``warmup_steps``, or with ``epochs``
+    every whole batch of the rank's shard (``DistributedSampler(drop_last=True)``: ``⌊split / replicas⌋``
+    samples, batches of ``batch_size``) in each epoch, less the warm-up steps taken from the first.
+    """
+    reasons = []
+    warmup = config.get("warmup_steps")
+    if type(warmup) is not int or warmup < 0:
+        reasons.append(f"config: warmup_steps={_shown(warmup)} is not a non-negative int")
+        warmup = None
+    size, size_reasons = _split_size(config, extra, "train")
+    reasons += size_reasons
+    if untimed:
+        return 0, f"framework {framework} times none", warmup, reasons
+    epochs, steps = config.get("epochs"), config.get("steps")
+    if epochs is None:
+        if _positive_int(steps) is None:
+            reasons.append(f"config: steps={_shown(steps)} is not a positive int (and epochs is null)")
+            return None, "", warmup, reasons
+        return steps, f"steps={steps} time {steps}", warmup, reasons
+    if _positive_int(epochs) is None:
+        reasons.append(f"config: epochs={_shown(epochs)} is neither null nor a positive int")
+        return None, "", warmup, reasons
+    if size is None or replicas is None or warmup is None:
+        return None, "", warmup, reasons  # the split's size unrecorded (older dumps): not checked exactly
+    per_epoch = size // replicas // batch
+    timed = epochs * per_epoch - warmup
+    if timed <= 0:
+        reasons.append(f"config: epochs={epochs} of {per_epoch} steps are not more than warmup_steps={warmup}")
+        return None, "", warmup, reasons
+    return timed, f"epochs={epochs} of {per_epoch} steps less warmup_steps={warmup} time {timed}", warmup, reasons
 
 
 def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
@@ -409,7 +517,7 @@ def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
     for field_name, dotted in (("repeat", "repeat"), ("framework", "framework.name"), ("model", "model.name"),
                                ("dataset", "dataset.name")):  # fmt: skip
         wanted = _at(config, dotted)
-        if doc[field_name] != wanted:
+        if not exactly_equal(doc[field_name], wanted):
             reasons.append(f"{field_name}: {doc[field_name]!r}, but the config says {dotted}={wanted!r}")
     framework = _at(config, "framework.name")
     if kind_of(framework) in _REPLICA_PER_RANK and not doc["counts_samples"]:
@@ -422,10 +530,48 @@ def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
     size, size_reasons = _val_size(config, doc.get("extra"))
     reasons += size_reasons
     val = None
-    exact = kind_of(framework) != "untimed" and replicas is not None and size is not None
+    untimed = kind_of(framework) == "untimed"
+    exact = not untimed and replicas is not None and size is not None
     if exact and (val_steps is None or (type(val_steps) is int and val_steps >= 0)):
         val = val_counts(batch, replicas, size, val_steps)
-    return _Shape(batch=batch, replicas=replicas, val_steps=val_steps, val_size=size, val=val), reasons
+    train_timed, train_source, warmup, step_reasons = _train_steps(
+        config, doc.get("extra"), replicas, batch, untimed, framework
+    )
+    reasons += step_reasons
+    shape = _Shape(batch=batch, replicas=replicas, val_steps=val_steps, val_size=size, val=val, framework=framework,
+                   untimed=untimed, train_timed=train_timed, train_source=train_source, warmup=warmup)  # fmt: skip
+    return shape, reasons
+
+
+def _step_reasons(where: str, name: str, phase: Mapping[str, Any], shape: _Shape, counts: bool) -> list[str]:
+    """Timed and warm-up steps the config runs, on every rank (a rank that counts no sample runs them too)."""
+    timed, warm = phase["timed_steps"], phase["warmup_steps"]
+    reasons = []
+    if name == "train":
+        if shape.train_timed is not None and timed != shape.train_timed:
+            reasons.append(f"{where}timed_steps: {timed}, but the config's {shape.train_source}")
+        if shape.warmup is not None and warm != shape.warmup:
+            reasons.append(f"{where}warmup_steps: {warm}, but the config's warmup_steps={shape.warmup}")
+        return reasons
+    if shape.untimed:
+        if timed != 0:
+            reasons.append(f"{where}timed_steps: {timed}, but framework {shape.framework} times none")
+        if warm != 0:
+            reasons.append(f"{where}warmup_steps: {warm}, but framework {shape.framework} runs no validation step")
+        return reasons
+    if shape.val is not None:
+        ran = shape.val[2] > 0
+        if not counts and timed != shape.val[0]:  # a counting rank's steps are checked with its samples
+            reasons.append(f"{where}timed_steps: {timed}, but the config gives {shape.val[0]} ({shape.val_source()})")
+        if warm != int(ran):
+            runs = "1 untimed first step" if ran else "no step"
+            reasons.append(f"{where}warmup_steps: {warm}, but validation runs {runs} ({shape.val_source()})")
+        return reasons
+    if warm not in (0, 1):
+        reasons.append(f"{where}warmup_steps: {warm}, but validation runs 1 untimed first step at most")
+    elif warm == 0 and timed > 0:
+        reasons.append(f"{where}timed_steps: {timed} without the untimed first step (warmup_steps 0)")
+    return reasons
 
 
 # --------------------------------------------------------------------------- the pipeline section
@@ -698,12 +844,15 @@ def validate(doc: Any, *, numbers_finite: bool = False) -> list[str]:
         return reasons + typed
     if doc["memory_kind"] not in MEMORY_KINDS:
         reasons.append(f"memory_kind: expected one of {MEMORY_KINDS}, got {doc['memory_kind']!r}")
+    reasons += _device_reasons(doc)
+    reasons += environment_reasons(doc)
+    limits = _memory_limits(doc["environment"])
     if not 0 <= doc["rank"] < doc["world_size"]:
         reasons.append(f"rank: {doc['rank']} outside world_size {doc['world_size']}")
     missing_env = [k for k in ENVIRONMENT_REQUIRED if k not in doc["environment"]]
     if missing_env:
         reasons.append(f"environment: missing {', '.join(missing_env)}")
-    reasons += _model_state_reasons(doc.get("model_state"))
+    reasons += _model_state_reasons(doc.get("model_state"), limits[1 if doc["device_type"] == "cuda" else 0])
     shape, shape_reasons = _shape(doc)
     reasons += shape_reasons
     # Numbers that are not finite are named already; checking their meaning would only restate it.
@@ -718,19 +867,62 @@ def validate(doc: Any, *, numbers_finite: bool = False) -> list[str]:
         if not phase_reasons:
             # A check reading a field that holds Infinity or NaN would only restate that reason.
             unusable = {_field_of(path, where) for path, _ in found if path.startswith(where)}
-            phase_reasons = _phase_meaning(where, phase, unusable)
+            phase_reasons = _phase_meaning(where, phase, unusable, doc["memory_kind"], limits)
             if shape is not None and not unusable & _SAMPLE_FIELDS:
+                phase_reasons += _step_reasons(where, name, phase, shape, doc["counts_samples"])
                 phase_reasons += _sample_reasons(where, name, phase, shape, doc["counts_samples"])
         reasons += phase_reasons
     return reasons
 
 
-def _model_state_reasons(section: Mapping[str, Any] | None) -> list[str]:
-    """Byte counts of the ``model_state`` section: present, ints, not negative (a null section is fine)."""
+def _model_state_reasons(section: Mapping[str, Any] | None, limit: tuple[int, str]) -> list[str]:
+    """Byte counts of the ``model_state`` section: present, ints, not negative, within the memory of the
+    device that holds them (a null section is fine)."""
     if section is None:
         return []
     reasons = _check_fields("model_state.", section, _MODEL_STATE)
-    return reasons or [f"model_state.{key}: {section[key]} < 0" for key in MODEL_STATE_FIELDS if section[key] < 0]
+    if reasons:
+        return reasons
+    bound, what = limit
+    return [f"model_state.{key}: {section[key]} < 0" for key in MODEL_STATE_FIELDS if section[key] < 0] + [
+        f"model_state.{key}: {section[key]} > {bound}, {what}" for key in MODEL_STATE_FIELDS if section[key] > bound
+    ]
+
+
+def _device_reasons(doc: Mapping[str, Any]) -> list[str]:
+    """The device a rank says it ran on, against its memory kind, its config and its environment."""
+    device, kind = doc["device_type"], doc["memory_kind"]
+    if device not in DEVICE_TYPES:
+        return [f"device_type: expected one of {DEVICE_TYPES}, got {device!r}"]
+    reasons = []
+    if kind in MEMORY_KINDS and MEMORY_KIND_OF_DEVICE[device] != kind:
+        reasons.append(f"device_type: {device!r}, but memory_kind is {kind!r}")
+    wanted = _at(doc["config"], "device")
+    if wanted in DEVICE_TYPES and wanted != device:
+        reasons.append(f"device_type: {device!r}, but the config says device={wanted}")
+    env = doc["environment"]
+    index = env.get("device_index", _ABSENT)
+    if device == "cuda":
+        if index is None:
+            reasons.append("device_type: 'cuda', but environment.device_index is null (the rank ran on no CUDA device)")
+        if env.get("cuda_available") is False:
+            reasons.append("device_type: 'cuda', but environment.cuda_available is false")
+    elif index is not _ABSENT and index is not None:
+        reasons.append(f"device_type: 'cpu', but environment.device_index is {index!r}")
+    return reasons
+
+
+def _memory_limits(env: Mapping[str, Any]) -> tuple[tuple[int, str], tuple[int, str]]:
+    """((bound, what it is) on host memory, the same on the CUDA device's): recorded totals, else hard bounds."""
+    resources = env.get("resources")
+    recorded = resources if isinstance(resources, dict) else {}
+    node, device = recorded.get(NODE_MEMORY_KEY), recorded.get(DEVICE_MEMORY_KEY)
+    return (
+        (node, "the node's memory") if type(node) is int and node > 0
+        else (NODE_MEMORY_LIMIT_BYTES, "more than any node has (docs/metrics.md)"),
+        (device, "the device's memory") if type(device) is int and device > 0
+        else (DEVICE_MEMORY_LIMIT_BYTES, "more than any accelerator has (docs/metrics.md)"),
+    )  # fmt: skip
 
 
 def _field_of(path: str, where: str) -> str:
@@ -761,7 +953,9 @@ def _check_phase(where: str, phase: Mapping[str, Any]) -> list[str]:
     return reasons
 
 
-def _phase_meaning(where: str, phase: Mapping[str, Any], unusable: set[str]) -> list[str]:
+def _phase_meaning(
+    where: str, phase: Mapping[str, Any], unusable: set[str], kind: str, limits: tuple[tuple[int, str], ...]
+) -> list[str]:
     """Times, throughput, loss, predictions and memory that make sense and agree with each other.
 
     Types already hold; a group of checks is left out when one of its fields is in ``unusable``.
@@ -774,7 +968,7 @@ def _phase_meaning(where: str, phase: Mapping[str, Any], unusable: set[str]) -> 
     if not unusable & _PREDICTION_FIELDS:
         reasons += _prediction_reasons(where, phase)
     if "memory" not in unusable:
-        reasons += _memory_reasons(where, phase["memory"])
+        reasons += _memory_reasons(where, phase["memory"], kind, limits)
     return reasons
 
 
@@ -818,10 +1012,30 @@ def _prediction_reasons(where: str, phase: Mapping[str, Any]) -> list[str]:
     return reasons
 
 
-def _memory_reasons(where: str, memory: Mapping[str, Any]) -> list[str]:
+_ALLOCATOR_FIELDS = ("peak_allocated_bytes", "peak_reserved_bytes")
+_RSS_FIELDS = ("peak_rss_bytes", "end_rss_bytes")
+
+
+def _memory_reasons(where: str, memory: Mapping[str, Any], kind: str, limits: tuple[tuple[int, str], ...]) -> list[str]:
+    """No negative figure; the allocator's peaks exactly on a CUDA rank; each figure within its memory."""
     reasons = [
         f"{where}memory.{key}: {memory[key]} < 0" for key in _MEMORY if key != "kind" and (memory.get(key) or 0) < 0
     ]
+    if memory["kind"] != kind:
+        reasons.append(f"{where}memory.kind: {memory['kind']!r}, but the dump's memory_kind is {kind!r}")
+    (node, node_what), (device, device_what) = limits
+    for key in _ALLOCATOR_FIELDS:
+        value = memory.get(key)
+        if kind == "rss" and value is not None:
+            reasons.append(f"{where}memory.{key}: {value}, but memory kind rss has no CUDA allocator")
+        elif kind == "cuda" and value is None:
+            reasons.append(f"{where}memory.{key}: null, but memory kind cuda records the allocator's peaks")
+        elif value is not None and value > device:
+            reasons.append(f"{where}memory.{key}: {value} > {device}, {device_what}")
+    for key in _RSS_FIELDS:
+        value = memory.get(key)
+        if value is not None and value > node:
+            reasons.append(f"{where}memory.{key}: {value} > {node}, {node_what}")
     allocated, reserved = memory.get("peak_allocated_bytes"), memory.get("peak_reserved_bytes")
     if allocated is not None and reserved is not None and allocated > reserved:
         reasons.append(f"{where}memory: peak allocated {allocated} > peak reserved {reserved}")
@@ -877,7 +1091,7 @@ def _differences(dump: Any, cell: Any, path: str = "") -> list[str]:
         for key in sorted(set(dump) | set(cell), key=str):
             found += _differences(dump.get(key, _ABSENT), cell.get(key, _ABSENT), f"{path}.{key}" if path else key)
         return found
-    if dump == cell:
+    if exactly_equal(dump, cell):
         return []
 
     def shown(value: Any) -> str:
@@ -900,9 +1114,9 @@ def _cell_reasons(doc: Any, cell_config: Mapping[str, Any], filled: dict[str, An
         return []  # validate() names what is wrong with such a document
     reasons = []
     config = doc["config"]
-    if config != cell_config:  # equal as written: equal with the added defaults too
+    if not exactly_equal(config, cell_config):  # equal as written: equal with the added defaults too
         ours = with_added_defaults(config)
-        if ours != filled:
+        if not exactly_equal(ours, filled):
             differences = _differences(ours, filled)
             more = f"; and {len(differences) - _LISTED} more" if len(differences) > _LISTED else ""
             reasons.append("config differs from cell.json: " + "; ".join(differences[:_LISTED]) + more)
@@ -931,15 +1145,51 @@ def text_may_hold_odd_numbers(text: bytes) -> bool:
     return _ODD_NUMBER_TEXT.search(text) is not None
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> tuple[bytes | None, str | None]:
+    """(the bytes of a regular file of at most ``limit`` bytes, None), or (None, "missing"), or (None, why not).
+
+    Never blocks: the file is opened non-blocking (a FIFO opens at once, without a writer) and
+    anything but a regular file is refused by what ``fstat`` says it is, before a byte is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as err:
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((name for test, name in _NOT_REGULAR if test(mode)), f"of mode {stat.filemode(mode)}")
+            return None, f"unreadable (is {what}, not a regular file)"
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            return None, f"unreadable (larger than {limit} bytes)"
+        return b"".join(chunks), None
+    except OSError as err:
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    finally:
+        os.close(fd)
+
+
 def _read_json_text(path: str | os.PathLike[str]) -> tuple[Any, str | None, bool]:
     """:func:`read_json`, and whether the text may hold a number that is not finite or beyond int64."""
+    text, error = read_bytes(path)
+    if text is None:
+        return None, error, True
     try:
-        with open(path, "rb") as handle:
-            text = handle.read()
         return json.loads(text), None, text_may_hold_odd_numbers(text)
-    except FileNotFoundError:
-        return None, "missing", True
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         return None, f"unreadable ({type(err).__name__}: {err})", True
 
 
@@ -953,8 +1203,17 @@ def check_ranks(docs: Mapping[int, dict[str, Any]], world_size: int) -> list[str
         if len(values) > 1:
             reasons.append(f"ranks disagree on {key}: {sorted(values)}")
     first = next(iter(docs.values()))
-    if any(d["config"] != first["config"] for d in docs.values()):
+    if any(not exactly_equal(d["config"], first["config"]) for d in docs.values()):
         reasons.append("ranks disagree on config")
+    for key in ("device_type", "memory_kind"):
+        values = {str(d[key]) for d in docs.values()}
+        if len(values) > 1:
+            reasons.append(f"ranks disagree on {key}: {sorted(values)}")
+    for name in PHASES:
+        for key in ("timed_steps", "warmup_steps"):
+            values = {d["phases"][name][key] for d in docs.values()}
+            if len(values) > 1:
+                reasons.append(f"ranks disagree on phases.{name}.{key}: {sorted(values)}")
     reasons += _pipeline_rank_reasons(docs)
     replicas = dump_replicas(first)
     counting = sum(d["counts_samples"] for d in docs.values())
@@ -1023,11 +1282,10 @@ def validate_attempt(
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate one dump; raises :class:`SchemaError` with every reason."""
     path = str(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            doc = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise SchemaError(path, [f"unreadable: {err}"]) from err
+    doc, error = read_json(path)
+    if error is not None:
+        shown = os.strerror(errno.ENOENT) if error == "missing" else error.removeprefix("unreadable ")
+        raise SchemaError(path, [f"unreadable: {shown}"])
     reasons = validate(doc)
     if reasons:
         raise SchemaError(path, reasons)

@@ -11,10 +11,12 @@ byte as without it, and ``incomplete.csv`` lists the damaged cell with the reaso
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -179,6 +181,65 @@ def _rank_missing(attempt: Path) -> None:
     (attempt / "rank_1.json").unlink()
 
 
+def _timed_steps_beyond_the_config(ranks: tuple[int, ...]) -> Callable[[Path], None]:
+    """100 timed steps in a steps=3 cell, every other figure made consistent with them."""
+
+    def apply(attempt: Path) -> None:
+        for rank in ranks:
+            doc = _read(attempt, rank)
+            train = _train(doc)
+            step = math.fsum(train["step_times_s"]) / len(train["step_times_s"])
+            train.update(timed_steps=100, step_times_s=[step] * 100, samples=100 * 16)
+            train["seconds"] = math.fsum(train["step_times_s"]) * 1.001
+            train["throughput_samples_per_s"] = train["samples"] / train["seconds"]
+            _write(attempt, rank, doc)
+
+    return apply
+
+
+def _environment_edited_hash_kept(attempt: Path) -> None:
+    doc = _read(attempt, 1)
+    doc["environment"]["torch"] = "1.13.0"  # environment_hash left as the real run wrote it
+    _write(attempt, 1, doc)
+
+
+def _fifo_instead_of(name: str) -> Callable[[Path], None]:
+    """A FIFO where the file was: a reader that opens it blocking waits for a writer for ever."""
+
+    def apply(attempt: Path) -> None:
+        (attempt / name).unlink()
+        os.mkfifo(attempt / name)
+
+    return apply
+
+
+def _folder_instead_of(name: str) -> Callable[[Path], None]:
+    def apply(attempt: Path) -> None:
+        (attempt / name).unlink()
+        (attempt / name).mkdir()
+
+    return apply
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 60):
+    """Fail, instead of waiting for ever, when a read blocks (a FIFO opened blocking)."""
+
+    def expired(*_: object) -> None:
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_TIB = 2**40
+
+
 @dataclass(frozen=True)
 class Damage:
     name: str
@@ -246,6 +307,50 @@ DAMAGES = [
     Damage("nested_too_deeply", raw_text(lambda _: "[" * 100_000 + "]" * 100_000),
            "rank 1: unreadable (RecursionError"),
     Damage("not_an_object", raw_text(lambda _: "[1, 2]"), "top level: expected object, got list"),
+    # Counts against the config, on every rank (trust report, item 1).
+    Damage("timed_steps_beyond_the_config", _timed_steps_beyond_the_config((1,)),
+           "phases.train.timed_steps: 100, but the config's steps=3 time 3"),
+    Damage("timed_steps_beyond_the_config_on_every_rank", _timed_steps_beyond_the_config((0, 1)),
+           "phases.train.timed_steps: 100, but the config's steps=3 time 3"),
+    Damage("warmup_steps_other_than_the_config", setting({"phases.train.warmup_steps": 7}),
+           "phases.train.warmup_steps: 7, but the config's warmup_steps=1"),
+    Damage("val_warmup_steps_other_than_one", setting({"phases.val.warmup_steps": 4}, ranks=(0,)),
+           "phases.val.warmup_steps: 4, but validation runs 1 untimed first step"),
+    # Config compared type-exactly (item 2).
+    Damage("config_bool_where_the_cell_has_an_int", setting({"config.seed": False}, ranks=(0, 1)),
+           "config differs from cell.json: seed: false in the dump, 0 in cell.json"),
+    Damage("config_float_where_the_cell_has_an_int", setting({"config.threads_per_process": 1.0}, ranks=(0, 1)),
+           "config differs from cell.json: threads_per_process: 1.0 in the dump, 1 in cell.json"),
+    Damage("config_int_where_the_cell_has_a_bool", setting({"config.cudnn_benchmark": 0}, ranks=(0, 1)),
+           "config differs from cell.json: cudnn_benchmark: 0 in the dump, false in cell.json"),
+    Damage("cell_json_bool_where_the_dumps_have_an_int", cell_json({"config.seed": False}),
+           "config differs from cell.json: seed: 0 in the dump, false in cell.json"),
+    # Memory consistent with its kind, the device and the node (item 3).
+    Damage("cuda_memory_in_a_cpu_cell", setting({"phases.train.memory.peak_allocated_bytes": 5 * _TIB}),
+           "phases.train.memory.peak_allocated_bytes: 5497558138880, but memory kind rss has no CUDA allocator"),
+    Damage("cuda_memory_and_reserved_in_a_cpu_cell",
+           setting({"phases.val.memory.peak_allocated_bytes": 5 * _TIB,
+                    "phases.val.memory.peak_reserved_bytes": 6 * _TIB}),
+           "phases.val.memory.peak_allocated_bytes: 5497558138880, but memory kind rss has no CUDA allocator"),
+    Damage("rss_beyond_any_node", setting({"phases.train.memory.peak_rss_bytes": 100 * _TIB}),
+           "phases.train.memory.peak_rss_bytes: 109951162777600 > 70368744177664"),
+    Damage("cuda_device_in_a_cpu_cell", setting({"device_type": "cuda"}),
+           "device_type: 'cuda', but memory_kind is 'rss'"),
+    Damage("cuda_device_and_memory_kind_in_a_cpu_cell",
+           setting({"device_type": "cuda", "memory_kind": "cuda", "phases.train.memory.kind": "cuda",
+                    "phases.val.memory.kind": "cuda"}),
+           "device_type: 'cuda', but environment.device_index is null (the rank ran on no CUDA device)"),
+    Damage("phase_memory_kind_other_than_the_dump", setting({"phases.val.memory.kind": "cuda"}),
+           "phases.val.memory.kind: 'cuda', but the dump's memory_kind is 'rss'"),
+    Damage("unknown_device_type", setting({"device_type": "tpu"}), "device_type: expected one of"),
+    # The environment hash recomputed on read (item 4).
+    Damage("environment_edited_hash_kept", _environment_edited_hash_kept,
+           "environment_hash: stored "),
+    # Files that are not regular files (item 5): a reader never blocks on them.
+    Damage("rank_dump_is_a_fifo", _fifo_instead_of("rank_1.json"),
+           "rank 1: unreadable (is a FIFO, not a regular file)"),
+    Damage("rank_dump_is_a_folder", _folder_instead_of("rank_1.json"),
+           "rank 1: unreadable (is a directory, not a regular file)"),
 ]  # fmt: skip
 
 
@@ -305,10 +410,12 @@ def test_a_damaged_dump_excludes_its_cell_with_the_reason_and_nothing_else(
     sweep, attempt = sweep_with_real_cell(good_sweep, real_cell, tmp_path)
     damage.apply(attempt)
     cell = json.loads((attempt.parent / "cell.json").read_text())
-    reasons = schema.validate_attempt(attempt, cell["config"], cell_id=cell["cell_id"])
+    with no_hang():
+        reasons = schema.validate_attempt(attempt, cell["config"], cell_id=cell["cell_id"])
     assert any(damage.reason in r for r in reasons), reasons
     out = tmp_path / "out"
-    assert aggregate(sweep, out) == 0
+    with no_hang():
+        assert aggregate(sweep, out) == 0
     assert (out / "results.csv").read_text() == good_results, "a good cell's result changed"
     status, reason = incomplete(out)[real_cell.cell_id]
     assert status == "excluded" and damage.reason in reason
