@@ -10,6 +10,11 @@ means (Fieller's method, :func:`analysis.stats.ratio_ci95`) over the values each
 ``ci_basis`` names (repeats, or timed steps for a single repeat), ``ratio_ci_basis`` says which.
 A row present on one side only says ``only in A`` (or ``B``) and nothing else: no ratio, no
 interval, and no environment difference.
+
+Where both tables have the step breakdown (analysis/breakdown.py), each matched row also says
+which part of the step changed: ``step_change_s`` (B's mean step minus A's, the parts' sum) and
+``changed_part`` / ``changed_part_s`` / ``changed_part_share``, the part whose seconds per step
+moved most and its share of the step's change. ``comm_s`` is not a part (it overlaps the others).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 from typing import Any
 
 from analysis import confounds
+from analysis.breakdown import PART_COLUMNS, PARTS
 from analysis.stats import intervals_overlap, ratio_ci95
 
 MATCH = ["framework", "model", "dataset", "precision", "batch_size", "world_size", "phase"]
@@ -46,6 +52,32 @@ def _add_ratio_ci(merged: Any) -> None:
     merged["ratio_ci_basis"] = [c[2] for c in cis]
 
 
+def _part_columns(a: Any, b: Any) -> list[str]:
+    """The breakdown's part columns when both sides have them all (tables from before have none)."""
+    return list(PART_COLUMNS) if all(c in a.columns and c in b.columns for c in PART_COLUMNS) else []
+
+
+def _changed_part(row: Any) -> tuple[float, str, float, float]:
+    """(B − A seconds per step, the part that moved most, its change, its share of the step's change)."""
+    a = [getattr(row, f"{c}_a") for c in PART_COLUMNS]
+    b = [getattr(row, f"{c}_b") for c in PART_COLUMNS]
+    if row.presence != "both" or not all(math.isfinite(x) for x in (*a, *b)):
+        return math.nan, "", math.nan, math.nan
+    deltas = [y - x for x, y in zip(a, b, strict=True)]
+    step = sum(deltas)
+    biggest = max(range(len(deltas)), key=lambda i: abs(deltas[i]))
+    share = deltas[biggest] / step if step else math.nan
+    return step, PARTS[biggest], deltas[biggest], share
+
+
+def _add_changed_part(merged: Any) -> None:
+    found = [_changed_part(row) for row in merged.itertuples(index=False)]
+    merged["step_change_s"] = [f[0] for f in found]
+    merged["changed_part"] = [f[1] for f in found]
+    merged["changed_part_s"] = [f[2] for f in found]
+    merged["changed_part_share"] = [f[3] for f in found]
+
+
 def below(table: Any, threshold: float) -> Any:
     """Rows whose whole ratio CI lies below ``threshold`` (B significantly under threshold × A)."""
     return table[table["ratio_ci95_high"] < threshold]
@@ -61,7 +93,8 @@ def compare(a: Any, b: Any) -> Any:
     # (A100 nodes in A, H100 nodes in B) is the comparison itself.
     by_partition = ["partition"] if a["partition"].nunique() > 1 and b["partition"].nunique() > 1 else []
     keys = MATCH + knobs + by_partition
-    kept = [c for c in KEEP if c not in keys]
+    parts = _part_columns(a, b)
+    kept = [c for c in KEEP if c not in keys] + parts
     left = a[keys + kept].astype({k: str for k in keys})
     right = b[keys + kept].astype({k: str for k in keys})
     merged = left.merge(right, on=keys, how="outer", suffixes=("_a", "_b"), indicator="presence")
@@ -75,6 +108,8 @@ def compare(a: Any, b: Any) -> Any:
             significant.append("unknown" if overlap is None else ("no" if overlap else "yes"))
     merged["significant"] = significant
     _add_ratio_ci(merged)
+    if parts:
+        _add_changed_part(merged)
     # A row on one side only has no environment to compare with (NaN on the other side).
     both = merged["presence"] == "both"
     merged["environment_differs"] = both & (merged["environment_hash_a"] != merged["environment_hash_b"])
@@ -83,6 +118,13 @@ def compare(a: Any, b: Any) -> Any:
 
 def _interval(low: float, high: float) -> str:
     return "–" if low != low else f"{low:.3f} – {high:.3f}"
+
+
+def _changed_words(row: Any) -> str:
+    """``exposed_comm +12.3 ms of +15.0 ms``: the part that moved most and the step's whole change."""
+    if not row.changed_part:
+        return "–"
+    return f"{row.changed_part} {row.changed_part_s * 1e3:+.1f} ms of {row.step_change_s * 1e3:+.1f} ms"
 
 
 def markdown(table: Any) -> str:
@@ -99,6 +141,9 @@ def markdown(table: Any) -> str:
         "significant (CIs)",
         "env differs",
     ]
+    with_parts = "changed_part" in table.columns
+    if with_parts:
+        head.append("what changed (per step)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(x: float, digits: int = 1) -> str:
@@ -120,6 +165,7 @@ def markdown(table: Any) -> str:
                     _interval(r.ratio_ci95_low, r.ratio_ci95_high),
                     r.significant,
                     "yes" if r.environment_differs else "",
+                    *([_changed_words(r)] if with_parts else []),
                 ]
             )
             + " |"

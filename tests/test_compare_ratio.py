@@ -130,3 +130,43 @@ def test_a_bad_fail_below_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
     a = sweep(tmp_path / "a", step=0.25)
     code, _, err = run(capsys, "compare", str(a), str(a), f"--fail-below={value}")
     assert code == ExitCode.ERROR and err.startswith("Error: --fail-below"), err
+
+
+# ------------------------------------------------------------------ which part of the step changed ---
+def _with_parts(results: object, **seconds: float) -> object:
+    from analysis.breakdown import PART_COLUMNS
+
+    parts = {column: 0.01 for column in PART_COLUMNS}
+    parts.update({f"{name}_s": value for name, value in seconds.items()})
+    return results.assign(**parts)  # type: ignore[attr-defined]
+
+
+def test_compare_names_the_part_of_the_step_that_changed(tmp_path: Path) -> None:
+    from analysis.aggregate import load_any
+    from analysis.compare import compare, markdown
+
+    a = load_any(str(sweep(tmp_path / "a", step=0.25))).results
+    b = load_any(str(sweep(tmp_path / "b", step=0.3))).results
+    table = compare(_with_parts(a, forward=0.1, exposed_comm=0.02), _with_parts(b, forward=0.105, exposed_comm=0.05))
+    train = table[table["phase"] == "train"].iloc[0]
+    assert train["changed_part"] == "exposed_comm"
+    assert train["changed_part_s"] == pytest.approx(0.03)
+    assert train["step_change_s"] == pytest.approx(0.035)  # every part's change, summed
+    assert train["changed_part_share"] == pytest.approx(0.03 / 0.035)
+    assert "| exposed_comm +30.0 ms of +35.0 ms |" in markdown(table)
+    # A part that shrank while the step grew is still the one that moved most.
+    table = compare(_with_parts(a, backward=0.2), _with_parts(b, backward=0.1, wait=0.12))
+    train = table[table["phase"] == "train"].iloc[0]
+    assert (train["changed_part"], train["changed_part_s"]) == ("wait", pytest.approx(0.11))
+
+
+def test_tables_without_the_breakdown_compare_as_before(tmp_path: Path) -> None:
+    from analysis.aggregate import load_any
+    from analysis.breakdown import PART_COLUMNS
+    from analysis.compare import compare, markdown
+
+    a = load_any(str(sweep(tmp_path / "a", step=0.25))).results.drop(columns=list(PART_COLUMNS), errors="ignore")
+    b = _with_parts(load_any(str(sweep(tmp_path / "b", step=0.3))).results, forward=0.2)
+    table = compare(a, b)  # one side from before the breakdown: nothing to say about parts
+    assert "changed_part" not in table.columns
+    assert "what changed" not in markdown(table)
