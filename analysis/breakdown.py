@@ -5,7 +5,9 @@ seconds per step of every part (``data_s``, ``forward_s``, ``backward_s``, ``exp
 ``optimizer_s``, ``wait_s``, ``other_s``: they add up to the mean step time), ``comm_s`` beside
 them (all communication, hidden or not), averaged over the cell's ranks; in training also the
 step's communication lower bound ``comm_bound_s`` (the ``communication`` section: bytes moved ÷
-the bandwidth the cell's own probe measured) and ``comm_efficiency`` = bound ÷ ``comm_s``.
+the bandwidth the cell's own probe measured, recomputed) and ``comm_efficiency`` = bound ÷
+``comm_s`` (a pipeline's sends and receives block inside its ``wait``: bound ÷ ``comm_s`` +
+``wait_s``, a lower bound of its efficiency, since the bubble waits there too).
 
 The scaling loss of a row with a baseline (``1 − efficiency``) splits into the parts of the
 step that grew beyond what perfect scaling allows. With ``t`` the row's step time and ``E`` its
@@ -57,14 +59,30 @@ def phase_columns(docs: list[dict[str, Any]], phase: str) -> dict[str, float]:
     out = {column: _mean(values) for column, values in per_rank.items()}
     bound = math.nan
     if phase == "train":
-        bounds = [
-            b for d in docs if (b := (d.get("communication") or {}).get("bound_s")) is not None and math.isfinite(b)
-        ]
+        bounds = [b for d in docs if (b := communication_bound_s(d.get("communication"))) is not None]
         bound = max(bounds) if bounds else math.nan
     out["comm_bound_s"] = bound
-    comm = out["comm_s"]
-    out["comm_efficiency"] = bound / comm if comm and comm > 0 and math.isfinite(bound) else math.nan
+    timed = _communication_time(out, docs)
+    out["comm_efficiency"] = bound / timed if timed > 0 and math.isfinite(bound) else math.nan
     return out
+
+
+def communication_bound_s(section: dict[str, Any] | None) -> float | None:
+    """A step's communication lower bound, recomputed from the section's collectives and its world
+    probe (never the stored ``bound_s``): Σ payload × factor ÷ bus bandwidth."""
+    if not section or not section.get("probes"):
+        return None
+    bandwidth = section["probes"][0]["bus_gbps"]
+    moved = sum(c["payload_bytes"] * c["factor"] for c in section["collectives"])
+    return moved / (bandwidth * 1e9) if bandwidth > 0 else None
+
+
+def _communication_time(out: dict[str, float], docs: list[dict[str, Any]]) -> float:
+    """The time the bound is held against: ``comm_s``, plus ``wait_s`` for a strategy whose sends
+    and receives block inside its wait (a pipeline: its efficiency is then a lower bound)."""
+    timed_in = {part for d in docs for part in ((d.get("communication") or {}).get("timed_in") or ("comm",))}
+    parts = [out["comm_s"]] + ([out["wait_s"]] if "wait" in timed_in else [])
+    return sum(p for p in parts if math.isfinite(p))
 
 
 def attach(results: Any, cells: Any) -> Any:

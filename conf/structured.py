@@ -134,6 +134,10 @@ class PipelineConfig:
     replicas: Any = "auto"
     # Manual split: first block index of stages 1..S-1 (empty = let the planner choose).
     split: list[int] = field(default_factory=list)
+    # The link bandwidth the planner weighs: `measured` (the cell's own probe before planning,
+    # cached per set of nodes: jobs/pipeline/bandwidth.py) or `config` (cluster.intranode_gbps and
+    # cluster.interconnect_gbps, as configs stored before measuring ran).
+    bandwidth: str = "measured"
 
 
 @dataclass

@@ -18,29 +18,15 @@ from typing import Any
 
 import torch
 
+from jobs.schema import collective_factor
+
 # 256 KiB to 32 MiB: from latency-bound to bandwidth-bound on every interconnect we target; the
 # largest is the size of DDP's default bucket (25 MiB) rounded up.
 PROBE_BYTES = (1 << 18, 1 << 22, 1 << 25)
 PROBE_REPEATS = 3  # the fastest of these is kept: the link's capability, not its noise
 GB = 1e9  # bandwidths in GB/s, as cluster.interconnect_gbps and cluster.intranode_gbps
 
-
-def collective_factor(collective: str, processes: int) -> float:
-    """Bytes each process sends per payload byte: ring all-reduce 2(n−1)/n, reduce-scatter and
-    all-gather (n−1)/n, a broadcast (n−1)/n (pipelined), point-to-point once."""
-    n = processes
-    if n <= 1:
-        return 0.0
-    factors = {
-        "all_reduce": 2 * (n - 1) / n,
-        "reduce_scatter": (n - 1) / n,
-        "all_gather": (n - 1) / n,
-        "broadcast": (n - 1) / n,
-        "send_recv": 1.0,
-    }
-    if collective not in factors:
-        raise ValueError(f"collective {collective!r}: expected one of {', '.join(factors)}")
-    return factors[collective]
+__all__ = ["GB", "collective", "collective_factor", "probe", "section", "torch_distributed_probes"]
 
 
 def collective(name: str, payload_bytes: int, processes: int) -> dict[str, Any]:
@@ -100,9 +86,12 @@ def torch_distributed_probes(device: torch.device, local_world: int) -> list[dic
     return found
 
 
-def section(probes: list[dict[str, Any]], collectives: list[dict[str, Any]]) -> dict[str, Any] | None:
+def section(
+    probes: list[dict[str, Any]], collectives: list[dict[str, Any]], timed_in: tuple[str, ...] = ("comm",)
+) -> dict[str, Any] | None:
     """The dump's ``communication`` section: the probes, and the collectives of one training step
-    with its lower bound (None on one process: nothing is communicated)."""
+    with its lower bound, and the breakdown's parts that time them (None on one process: nothing
+    is communicated)."""
     if not probes:
         return None
     moved = sum(c["payload_bytes"] * c["factor"] for c in collectives)
@@ -113,4 +102,5 @@ def section(probes: list[dict[str, Any]], collectives: list[dict[str, Any]]) -> 
         "collectives": collectives,
         "bytes_per_step": moved,
         "bound_s": moved / (bandwidth * GB) if bandwidth > 0 else None,
+        "timed_in": list(timed_in),
     }

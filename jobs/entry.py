@@ -81,7 +81,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             finished_at=_now(),
             pipeline=strategy.pipeline_metrics(),
             model_state=held,
-            communication=communication_section(probes, strategy.step_collectives()),
+            communication=communication_section(probes, strategy.step_collectives(), strategy.communication_timed_in),
             extra={
                 "data": data_record,
                 "parameter_digests": digests,

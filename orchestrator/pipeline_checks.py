@@ -13,6 +13,7 @@ from itertools import pairwise
 from typing import Any
 
 from jobs.pipeline import block_counts
+from jobs.pipeline.bandwidth import BANDWIDTH_SOURCES
 from jobs.pipeline.planner import SCHEDULES, Layout, PlanError, ShapeRequest
 
 
@@ -48,6 +49,9 @@ def _request_problems(config: dict[str, Any], request: ShapeRequest) -> list[str
             )
         if request.schedule not in SCHEDULES:
             problems.append(f"pipeline.schedule={request.schedule}: expected one of {', '.join(SCHEDULES)}")
+    link = config["pipeline"].get("bandwidth", "config")
+    if link not in BANDWIDTH_SOURCES:
+        problems.append(f"pipeline.bandwidth={link}: expected one of {', '.join(BANDWIDTH_SOURCES)}")
     if config["precision"] != "fp32":
         problems.append(f"precision={config['precision']}: {request.framework} runs fp32 only")
     return problems

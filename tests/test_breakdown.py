@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobs import breakdown
+from jobs import breakdown, schema
 from jobs.breakdown import PARTS, StepParts, union_length
 from jobs.comm_probe import collective_factor, section
 
@@ -104,6 +104,7 @@ def test_every_frameworks_parts_add_up_to_its_step_time_and_it_measures_its_comm
     )
     assert len(dumps) == 2
     for doc in dumps:
+        assert schema.validate(doc) == []
         for name in ("train", "val"):
             phase = doc["phases"][name]
             record = phase["breakdown"]
@@ -122,14 +123,21 @@ def test_every_frameworks_parts_add_up_to_its_step_time_and_it_measures_its_comm
         parts = _mean_parts(doc["phases"]["train"])
         assert parts["backward"] > 0 and parts["optimizer"] > 0
         comm = train["comm_s"]
+        communication = doc["communication"]
         if "pipeline.stages=2" in overrides:  # one replica per stage: only sends and receives, in wait
             assert parts["wait"] > 0
+            # Each stage sends per micro-batch: the first its activation forward, the last the same
+            # bytes' gradient back; both held against the wait they block in.
+            (sent,) = communication["collectives"]
+            assert sent["collective"] == "send_recv" and sent["payload_bytes"] > 0
+            assert communication["timed_in"] == ["comm", "wait"] and communication["bound_s"] > 0
             continue
         assert comm is not None and all(c > 0 for c in comm), comm
         # exposed communication is communication: never more than all of it (the clock reads around
         # a blocking collective's part and its interval differ by microseconds per collective)
         assert parts["exposed_comm"] <= statistics.fmean(comm) * 1.01 + 1e-4
-        communication = doc["communication"]
+        pipelined = "framework=pipeline" in overrides
+        assert communication["timed_in"] == (["comm", "wait"] if pipelined else ["comm"])
         assert communication["probes"][0]["processes"] == 2
         assert communication["probes"][0]["bus_gbps"] > 0
         assert communication["bytes_per_step"] > 0 and communication["bound_s"] > 0
@@ -194,3 +202,25 @@ def test_the_scaling_loss_splits_into_parts_that_add_up_and_is_told_in_a_sentenc
             "0.15 to slower compute, 0.10 to waiting"
         ]
     }
+
+
+def test_a_pipelines_efficiency_holds_its_bound_against_communication_and_the_wait_its_sends_block_in() -> None:
+    from analysis import breakdown as analysis_breakdown
+
+    def dump(timed_in: list[str]) -> dict[str, Any]:
+        parts = dict.fromkeys(PARTS, [0.0])
+        parts.update(forward=[0.05], wait=[0.03])
+        communication = {
+            "probes": [{"bus_gbps": 1.0}], "timed_in": timed_in, "bound_s": 99.0,  # a stored summary: not read
+            "collectives": [{"collective": "send_recv", "payload_bytes": 10**7, "factor": 1.0}],
+        }  # fmt: skip
+        return {"phases": {"train": {"breakdown": {"parts_s": parts, "comm_s": [0.01]}}}, "communication": communication}
+
+    pipeline = analysis_breakdown.phase_columns([dump(["comm", "wait"])], "train")
+    assert pipeline["comm_bound_s"] == pytest.approx(0.01)  # 10 MB at 1 GB/s, recomputed
+    assert pipeline["comm_efficiency"] == pytest.approx(0.01 / (0.01 + 0.03))
+    data_parallel = analysis_breakdown.phase_columns([dump(["comm"])], "train")
+    assert data_parallel["comm_efficiency"] == pytest.approx(1.0)
+    older = dump(["comm"])
+    del older["communication"]["timed_in"]
+    assert analysis_breakdown.phase_columns([older], "train")["comm_efficiency"] == pytest.approx(1.0)

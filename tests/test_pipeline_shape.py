@@ -28,7 +28,7 @@ SMALL = ["framework=pipeline", "model=resnet18", "gpus=2", "device=cpu", "datase
          "steps=2", "warmup_steps=1", "val_steps=2"]  # fmt: skip
 # A link this slow makes replicating resnet18's 45 MB of gradients cost seconds a step: the planner
 # then splits the model into stages, which exercises the mesh the chosen shape builds.
-SLOW_LINK = ["cluster.intranode_gbps=0.01", "cluster.interconnect_gbps=0.01"]
+SLOW_LINK = ["cluster.intranode_gbps=0.01", "cluster.interconnect_gbps=0.01", "pipeline.bandwidth=config"]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,42 @@ def test_auto_runs_the_planners_shape_on_every_rank(auto_run, cache):
         assert section["predicted"]["step_s"] == pytest.approx(best.step_s)
         assert section["predicted"]["samples_per_s"] == pytest.approx(8 / best.step_s)
         assert section["stage"] == rank and doc["counts_samples"] == (rank == 1)
+
+
+def test_the_planner_weighs_the_bandwidth_the_cell_measured_and_repeats_plan_alike(tmp_path, cache, monkeypatch):
+    # The config claims a link of 10 MB/s; the cell measures its own (loopback: GB/s) and plans with that.
+    first = _run(tmp_path / "a", cache, monkeypatch, "cluster.intranode_gbps=0.01", "cluster.interconnect_gbps=0.01")
+    (probe,) = first[0]["communication"]["probes"]
+    predicted = first[0]["pipeline"]["predicted"]
+    assert predicted["bandwidth_source"] == "measured"
+    assert predicted["intranode_gbps"] == pytest.approx(probe["bus_gbps"]) and probe["bus_gbps"] > 0.01
+    assert predicted["interconnect_gbps"] == 0.01  # one node: no link between nodes, the config's figure kept
+    assert (first[0]["pipeline"]["stages"], first[0]["pipeline"]["replicas"]) == (1, 2), "a fast link: replicate"
+    # A repeat measures again (its own probe in its dump) but plans with the first figure: the same shape.
+    second = _run(tmp_path / "b", cache, monkeypatch, "cluster.intranode_gbps=0.01", "cluster.interconnect_gbps=0.01")
+    assert second[0]["pipeline"]["predicted"]["intranode_gbps"] == predicted["intranode_gbps"]
+    assert second[0]["communication"]["probes"][0]["bus_gbps"] != probe["bus_gbps"]
+
+
+def test_where_each_planned_link_comes_from():
+    from jobs.pipeline import bandwidth
+
+    intra = {"scope": "intra_node", "bus_gbps": 5.0}
+    inter = {"scope": "inter_node", "bus_gbps": 1.0}
+    one_node = bandwidth.from_probes([intra], nodes=1, per_node=4, intranode_gbps=50.0, interconnect_gbps=10.0)
+    assert (one_node.intranode_gbps, one_node.interconnect_gbps, one_node.source) == (5.0, 10.0, "measured")
+    two_nodes = bandwidth.from_probes([inter, intra], nodes=2, per_node=4, intranode_gbps=50.0, interconnect_gbps=10.0)
+    assert (two_nodes.intranode_gbps, two_nodes.interconnect_gbps, two_nodes.source) == (5.0, 1.0, "measured")
+    one_a_node = bandwidth.from_probes([inter], nodes=2, per_node=1, intranode_gbps=50.0, interconnect_gbps=10.0)
+    assert one_a_node.source == "measured"
+    half = bandwidth.from_probes([inter], nodes=2, per_node=4, intranode_gbps=50.0, interconnect_gbps=10.0)
+    assert (half.intranode_gbps, half.source) == (50.0, "measured+config")
+    assert bandwidth.from_probes([], nodes=1, per_node=2, intranode_gbps=50.0, interconnect_gbps=10.0).source == "config"
+
+
+def test_a_link_bandwidth_source_the_planner_does_not_know_is_refused_at_plan_time():
+    with pytest.raises(ConfigError, match="pipeline.bandwidth=guess: expected one of measured, config"):
+        _validate(*SMALL[1:], "pipeline.bandwidth=guess")
 
 
 def test_the_results_table_and_report_show_the_shape(auto_run, tmp_path):

@@ -276,7 +276,7 @@ def test_a_noop_dump_without_timed_steps_is_valid(dump):
     for name in schema.PHASES:
         phase = dump["phases"][name]
         phase.update(timed_steps=0, samples=0, seconds=0.0, throughput_samples_per_s=0.0, step_times_s=[],
-                     correct=None, evaluated=None, accuracy=None)  # fmt: skip
+                     correct=None, evaluated=None, accuracy=None, breakdown=None)  # fmt: skip
     dump["phases"]["val"]["warmup_steps"] = 0  # as jobs/noop.py writes it: noop runs no validation step
     dump["config"]["framework"]["name"] = dump["framework"] = "noop"
     assert schema.validate(dump) == []

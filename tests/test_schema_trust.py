@@ -37,6 +37,9 @@ def _timed(phase: dict[str, Any], steps: int, samples: int) -> None:
     phase.update(timed_steps=steps, step_times_s=[step] * steps, samples=samples)
     phase["seconds"] = math.fsum(phase["step_times_s"]) * 1.001
     phase["throughput_samples_per_s"] = samples / phase["seconds"] if phase["seconds"] else 0.0
+    if phase.get("breakdown"):  # the whole step unclaimed: a breakdown of the new step count
+        phase["breakdown"]["parts_s"] = {p: [step if p == "other" else 0.0] * steps for p in schema.BREAKDOWN_PARTS}
+        phase["breakdown"]["comm_s"] = None
 
 
 def _reasons(doc: dict[str, Any]) -> str:
@@ -207,6 +210,78 @@ def test_memory_is_bounded_by_the_node(dumps):
     del doc["environment"]["resources"]["gpu_memory_total_bytes"]
     doc["phases"]["val"]["memory"].update(peak_allocated_bytes=5 * TIB, peak_reserved_bytes=5 * TIB)
     assert f"phases.val.memory.peak_allocated_bytes: {5 * TIB} > {schema.DEVICE_MEMORY_LIMIT_BYTES}" in _reasons(doc)
+
+
+# --------------------------------------------------------------------------- 3b. breakdown, communication
+
+
+def _parts(doc: dict[str, Any], phase: str = "train") -> dict[str, list[float]]:
+    return doc["phases"][phase]["breakdown"]["parts_s"]
+
+
+def test_the_real_breakdown_and_communication_sections_are_valid(dumps):
+    for doc in dumps:
+        assert doc["phases"]["train"]["breakdown"]["parts_s"] and doc["communication"]["probes"]
+        assert schema.validate(doc) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda d: _parts(d)["forward"].__setitem__(0, _parts(d)["forward"][0] + 1.0), "step 0's parts add up to"),
+        (lambda d: _parts(d, "val").pop("wait"), "phases.val.breakdown.parts_s: parts"),
+        (lambda d: _parts(d)["data"].append(0.0), "parts_s.data: 4 entries for 3 timed steps"),
+        (lambda d: _parts(d)["optimizer"].__setitem__(1, -0.5), "parts_s.optimizer: entries must be non-negative"),
+        (lambda d: _parts(d)["backward"].__setitem__(1, "0.1"), "parts_s.backward: entries must be non-negative"),
+        (lambda d: d["phases"]["train"]["breakdown"].update(clock="sundial"), "breakdown.clock: expected one of"),
+        (lambda d: d["phases"]["train"]["breakdown"].update(comm_s=[100.0] * 3), "step 0 communicated 100 s"),
+        (lambda d: d["phases"]["train"]["breakdown"].update(comm_s=[0.0]), "comm_s: 1 entries for 3 timed steps"),
+        (lambda d: d["phases"]["train"].update(breakdown=[1, 2]), "breakdown: expected object, got list"),
+    ],
+    ids=["parts-exceed-step", "part-missing", "too-many-steps", "negative", "text", "clock", "comm-beyond-step",
+         "comm-steps", "not-object"],
+)  # fmt: skip
+def test_a_breakdown_is_one_non_negative_number_per_part_and_step_adding_up_to_the_step(dumps, damage, reason):
+    doc = dumps[0]
+    assert doc["phases"]["train"]["timed_steps"] == 3
+    damage(doc)
+    assert reason in _reasons(doc)
+
+
+def _comm(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["communication"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda d: _comm(d).update(bytes_per_step=_comm(d)["bytes_per_step"] * 2), "but the collectives move"),
+        (lambda d: _comm(d).update(bound_s=_comm(d)["bound_s"] / 10), "communication.bound_s:"),
+        (lambda d: _comm(d).update(bound_s=None), "communication.bound_s: None"),
+        (lambda d: _comm(d)["collectives"][0].update(factor=0.3), "not the all_reduce factor of any group of 2..2"),
+        (lambda d: _comm(d)["collectives"][0].update(collective="alltoall"), "collective: 'alltoall'"),
+        (lambda d: _comm(d)["collectives"][0].update(payload_bytes=-1), "payload_bytes: -1 < 0"),
+        (lambda d: _comm(d)["probes"][0].update(bus_gbps=_comm(d)["probes"][0]["bus_gbps"] * 100), "its sizes' best"),
+        (lambda d: _comm(d)["probes"][0]["sizes"][0].update(seconds=1e-12), "but bytes ÷ seconds"),
+        (lambda d: _comm(d)["probes"][0].update(processes=8), "processes: 8 outside 2..2"),
+        (lambda d: _comm(d)["probes"][0].update(scope="moon"), "expected an all_reduce over one of"),
+        (lambda d: _comm(d).update(probes=[]), "communication.probes: empty"),
+        (lambda d: _comm(d).update(timed_in=["bubble"]), "communication.timed_in: ['bubble']"),
+        (lambda d: d.update(communication="fast"), "communication: expected object, got str"),
+    ],
+    ids=["bytes", "bound", "bound-null", "factor", "name", "payload", "probe-best", "probe-size", "processes",
+         "scope", "no-probe", "timed-in", "not-object"],
+)  # fmt: skip
+def test_the_communication_sections_summaries_are_recomputed_from_its_probes_and_collectives(dumps, damage, reason):
+    doc = dumps[1]
+    damage(doc)
+    assert reason in _reasons(doc)
+
+
+def test_one_process_has_no_communication_section(dumps):
+    doc = dumps[0]
+    doc["world_size"] = 1
+    assert "a section in a dump of world_size 1" in "; ".join(schema._communication_reasons(doc))
 
 
 # --------------------------------------------------------------------------- 4. environment hash

@@ -125,6 +125,9 @@ class StagePlan:
     # many updates its gradients lag behind the weights they are applied to.
     weight_versions: int = 1
     staleness_updates: int = 0
+    # What the stage's input carries per micro-batch: the activation it receives from the stage
+    # before (and the gradient it sends back, of the same size); 0 for the first stage.
+    activation_in_bytes: int = 0
 
 
 @dataclass
@@ -143,6 +146,9 @@ class Plan:
     step_s: float = 0.0
     bubble_fraction: float = 0.0
     plan_seconds: float = 0.0
+    # The links weighed (jobs/pipeline/bandwidth.py): intranode_gbps, interconnect_gbps and their
+    # source; empty where the plan was made without a cell (`dnnbench plan`: the config's figures).
+    bandwidth: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -341,6 +347,7 @@ def describe(profile: Profile, model: _Model, split: list[int], schedule: str,
                 memory_bytes=parameter_copies(schedule, k, v) * params + inflight * saved,
                 parameter_bytes=params, weight_versions=weight_versions(schedule, k, v),
                 staleness_updates=staleness_updates(schedule, k, v),
+                activation_in_bytes=profile.blocks[i - 1].activation_bytes if k > 0 else 0,
             )
         )  # fmt: skip
         if stage_time > worst:

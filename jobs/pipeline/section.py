@@ -115,6 +115,10 @@ def pipeline_section(
             "step_s": plan.step_s,
             "bubble_fraction": plan.bubble_fraction,
             "plan_seconds": plan.plan_seconds,
+            # The bandwidth the plan weighed links by, and whether the cell measured it.
+            "bandwidth_source": plan.bandwidth.get("source"),
+            "intranode_gbps": plan.bandwidth.get("intranode_gbps"),
+            "interconnect_gbps": plan.bandwidth.get("interconnect_gbps"),
             # Every replica finishes a batch per step.
             "samples_per_s": layout.replicas * batch_size / plan.step_s if plan.step_s > 0 else None,
         },

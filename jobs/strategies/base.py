@@ -158,6 +158,10 @@ class Strategy(ABC):
         """The collectives of one training step of this process (jobs/comm_probe.py ``collective``)."""
         return []
 
+    # The breakdown's parts in which this strategy's collectives are timed: ``comm`` (their
+    # intervals), and for a pipeline also ``wait``, where its sends and receives block.
+    communication_timed_in: tuple[str, ...] = ("comm",)
+
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Stop communication; called once, also after a failure."""
 

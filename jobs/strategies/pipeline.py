@@ -16,6 +16,7 @@ send/recv between the stages, the same stage modules, timers and dump section.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ from jobs.breakdown import NO_PARTS, StepParts
 from jobs.comm_probe import collective, torch_distributed_probes
 from jobs.data import Shard
 from jobs.measure import StepClock, peak_rss_bytes
-from jobs.pipeline import planner
+from jobs.pipeline import bandwidth, planner
 from jobs.pipeline.async_schedules import AsyncPipeline
 from jobs.pipeline.blocks import split_blocks, stage_module
 from jobs.pipeline.section import pipeline_section
@@ -98,6 +99,9 @@ def _peak_memory(device: torch.device) -> int | None:
 
 class PipelineStrategy(Strategy):
     name = "pipeline"
+    # Sends and receives run inside the schedule, timed as its wait (with the bubble): the
+    # communication efficiency a pipeline reports is a lower bound.
+    communication_timed_in = ("comm", "wait")
 
     def setup(self) -> Placement:
         if self.cfg.precision != "fp32":
@@ -114,6 +118,12 @@ class PipelineStrategy(Strategy):
     # ---- build -------------------------------------------------------------------------
     def build(self, model_factory: Callable[[], nn.Module]) -> None:
         blocks = split_blocks(model_factory())  # every rank: the same seeded weights
+        # Probed before planning (every rank together), so the planner weighs the links measured.
+        self.local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+        self.probes = torch_distributed_probes(self.device, self.local_world)
+        hosts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(hosts, socket.gethostname())
+        self.hosts = [str(h) for h in hosts]
         self.plan = self._shared_plan(model_factory)
         self._make_mesh()
         bounds = [0, *self.plan.split, len(blocks)]
@@ -180,12 +190,16 @@ class PipelineStrategy(Strategy):
                     model_factory, cfg.model.name, shape,
                     cfg.batch_size // request.microbatches, self.device, cfg.precision,
                 )  # fmt: skip
-            topology = planner.Topology(
-                processes=request.processes, per_node=int(cfg.gpus),
-                intranode_gbps=float(cfg.cluster.intranode_gbps),
-                interconnect_gbps=float(cfg.cluster.interconnect_gbps),
-            )  # fmt: skip
-            return planner.plan_for(request, profile, topology)
+            per_node, nodes = max(self.local_world, 1), len(set(self.hosts))
+            configured = (float(cfg.cluster.intranode_gbps), float(cfg.cluster.interconnect_gbps))
+            probes = self.probes if cfg.pipeline.get("bandwidth", "config") == "measured" else []
+            links = bandwidth.from_probes(probes, nodes, per_node, *configured)
+            if links.source != "config":  # the first measurement of these nodes: repeats plan alike
+                where = (self.hosts, request.processes, per_node, self.device.type, cfg.framework.backend)
+                links = bandwidth.cached(bandwidth.cache_key(*where), links)
+            result = planner.plan_for(request, profile, links.topology(request.processes, per_node))
+            result.bandwidth = links.__dict__
+            return result
         except (planner.PlanError, ValueError) as err:  # sent to every rank, raised there
             return f"pipeline plan failed: {err}"
 
@@ -302,17 +316,25 @@ class PipelineStrategy(Strategy):
         dist.barrier()
 
     def communication_probes(self) -> list[dict[str, Any]]:
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
-        return torch_distributed_probes(self.device, local_world)
+        return self.probes  # measured in build(), before planning
 
     def step_collectives(self) -> list[dict[str, Any]]:
-        """The replicas' all-reduce of this stage's gradients (once per update: per micro-batch for
-        pipedream). The activations and gradients sent between stages are not counted: a lower bound."""
-        if self.layout.replicas <= 1:
-            return []
-        gradients = sum(p.numel() * p.element_size() for st in self.stages for p in st.submod.parameters())
-        updates = self.schedule.updates_per_step if isinstance(self.schedule, AsyncPipeline) else 1
-        return [collective("all_reduce", gradients, self.layout.replicas) for _ in range(updates)]
+        """This process's sends of one step: per micro-batch the activation each of its stages sends
+        forward and the gradient it sends back (the size of the activation it received), then the
+        replicas' all-reduce of its gradients (once per update: per micro-batch for pipedream)."""
+        found = []
+        m, plans = self.layout.microbatches, self.plan.stage_plans
+        for k in self.stage_indices:
+            sent = (plans[k].activation_in_bytes if k > 0 else 0) + (
+                plans[k + 1].activation_in_bytes if k + 1 < len(plans) else 0
+            )
+            if sent:
+                found.append(collective("send_recv", sent * m, 2))
+        if self.layout.replicas > 1:
+            gradients = sum(p.numel() * p.element_size() for st in self.stages for p in st.submod.parameters())
+            updates = self.schedule.updates_per_step if isinstance(self.schedule, AsyncPipeline) else 1
+            found += [collective("all_reduce", gradients, self.layout.replicas) for _ in range(updates)]
+        return found
 
     def parameter_digests(self) -> list[float]:
         with torch.no_grad():
