@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,13 +62,31 @@ def aggregate(
     progress: bool = True,
     workers: int | None = None,
     straggler_threshold: float = stragglers.DEFAULT_THRESHOLD,
+    also: Callable[[Path, Aggregated], None] | None = None,
 ) -> Aggregated:
-    """Tables (+ figures and report.html) for ``paths`` under ``out``."""
-    from analysis.outputs import write_tables
+    """Tables (+ figures and report.html) for ``paths``, replacing ``out`` as a whole.
 
-    target = Path(out) if out else default_out([str(p) for p in paths])
+    ``also(folder, done)`` writes further outputs (the reference check) into the same new set
+    before it replaces the old one: a reader never sees a mix of two runs' files.
+    """
+    from analysis.results_folder import replaced_whole
+
+    final = Path(out) if out else default_out([str(p) for p in paths])
     done = collect(list(paths), progress=progress, workers=workers)
+    with replaced_whole(final) as staging:
+        _write_all(staging, done, figures=figures, report=report, straggler_threshold=straggler_threshold)
+        if also is not None:
+            also(staging, done)
+    done.written = [final / p.relative_to(staging) for p in done.written]
+    return done
+
+
+def _write_all(target: Path, done: Aggregated, *, figures: bool, report: bool, straggler_threshold: float) -> None:
+    from analysis.outputs import write_tables
+    from analysis.results_folder import fault_point
+
     done.written += write_tables(target, done.results, done.loaded, done.warnings)
+    fault_point("tables_written")
     (target / ENVIRONMENTS_FILE).write_text(json.dumps(done.environments, indent=1, default=str))
     done.written.append(target / ENVIRONMENTS_FILE)
     done.written.append(stragglers.write(target, done.loaded.ranks, straggler_threshold))
@@ -84,7 +103,6 @@ def aggregate(
             target, done.results, done.problems, done.environments, done.warnings, timelines=timelines
         )
         done.written.append(report_file)
-    return done
 
 
 def kept_timelines(cells: Any) -> list[tuple[str, str]]:

@@ -75,17 +75,23 @@ def aggregate_command(
     drawn on reference.png, listed in reference_check.csv and in the report.
     """
     from analysis.aggregate import aggregate, default_out
+    from analysis.results_folder import check_out_folder
 
     references = _read_references(reference) if reference else None
     _check_inputs(paths, results=False)
     target = Path(out) if out else default_out(paths)
-    extra = {} if straggler_threshold is None else {"straggler_threshold": straggler_threshold}
+    check_out_folder(target, paths)  # before anything is read or written: aggregate replaces this folder whole
+    extra: dict[str, Any] = {} if straggler_threshold is None else {"straggler_threshold": straggler_threshold}
+    if references is not None:
+        def with_references(folder: Path, done: Any) -> None:
+            if not done.results.empty:  # no result: NoResultsError below, nothing to check
+                _write_reference_outputs(folder, done, references, figures=figures)
+
+        extra["also"] = with_references
     done = aggregate(paths, target, figures=figures, report=figures, progress=progress, workers=workers, **extra)
     _summarize(done, target)
     if done.results.empty:
         raise NoResultsError(f"no complete cell in {', '.join(paths)}: see {target}/incomplete.csv")
-    if references is not None:
-        _write_reference_outputs(target, done, references, figures=figures)
     return 0
 
 
@@ -119,6 +125,10 @@ def plot_command(paths: list[str], out: str | None = None) -> int:
     from orchestrator.paths import CELLS_DIR
 
     _check_inputs(paths, results=True)
+    if out is not None:  # an --out as aggregate's: never a sweep's own files, the checkout or home
+        from analysis.results_folder import check_out_folder
+
+        check_out_folder(Path(out), paths, replaced=False)
     if len(paths) == 1 and is_results_path(paths[0]) and not (Path(paths[0]) / CELLS_DIR).is_dir():
         done = read_results(paths[0])
         target = Path(out) if out else Path(paths[0])
@@ -138,6 +148,10 @@ def report_command(paths: list[str], out: str | None = None) -> int:
     from orchestrator.paths import CELLS_DIR
 
     _check_inputs(paths, results=True)
+    if out is not None:  # an --out as aggregate's: never a sweep's own files, the checkout or home
+        from analysis.results_folder import check_out_folder
+
+        check_out_folder(Path(out), paths, replaced=False)
     if len(paths) == 1 and is_results_path(paths[0]) and not (Path(paths[0]) / CELLS_DIR).is_dir():
         from analysis.figures import write_figures
         from analysis.report import write_report
@@ -180,7 +194,7 @@ def compare_command(a: str, b: str, out: str | None = None, fail_below: float | 
 
     ``fail_below``: exit CHECK_FAILED when a row's whole ratio CI lies below it.
     """
-    from analysis.compare import below, markdown
+    from analysis.compare import below, judgeable, markdown
 
     if fail_below is not None and not (math.isfinite(fail_below) and fail_below > 0):
         raise AnalysisError(f"--fail-below must be a positive ratio such as 0.95, got {fail_below}")
@@ -193,6 +207,12 @@ def compare_command(a: str, b: str, out: str | None = None, fail_below: float | 
         _say(f"\nWrote {out}")
     if fail_below is None:
         return 0
+    if not judgeable(table).any():  # a gate that judged nothing must not read as passed (as in `check`)
+        _say(
+            f"\nNOTHING CHECKED: no configuration is in both A and B with a B/A 95% CI, so --fail-below "
+            f"{fail_below:g} judged no row; that is not a pass"
+        )
+        return int(ExitCode.CHECK_FAILED)
     failing = below(table, fail_below)
     if failing.empty:
         _say(f"\nNo row's B/A 95% CI lies below {fail_below:g}.")
@@ -426,16 +446,15 @@ def add_parsers(subparsers: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry (``python -m analysis.cli``) for machines without the orchestrator."""
-    from orchestrator.errors import DnnbenchError
+    from orchestrator.entry_point import run_command  # the same ending as `dnnbench`'s own commands
 
-    parser = argparse.ArgumentParser(prog="dnnbench", description="dnnbench analysis commands")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
+    def command() -> int:
+        parser = argparse.ArgumentParser(prog="dnnbench", description="dnnbench analysis commands")
+        add_parsers(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
-    except DnnbenchError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return int(err.exit_code)
+
+    return run_command(command, on_interrupt="files already written are kept; rerun the same command")
 
 
 __all__ = [

@@ -78,6 +78,13 @@ def _add_changed_part(merged: Any) -> None:
     merged["changed_part_share"] = [f[3] for f in found]
 
 
+def judgeable(table: Any) -> Any:
+    """Per row: whether a ratio gate can judge it (in both A and B, with a finite B/A 95 % CI)."""
+    import numpy as np
+
+    return np.isfinite(table["ratio_ci95_low"].astype(float)) & np.isfinite(table["ratio_ci95_high"].astype(float))
+
+
 def below(table: Any, threshold: float) -> Any:
     """Rows whose whole ratio CI lies below ``threshold`` (B significantly under threshold × A)."""
     return table[table["ratio_ci95_high"] < threshold]

@@ -210,7 +210,10 @@ def memory_figure(results: Any, warnings: list[str]) -> Any:
         ]
     if model_state_drawn:
         handles.append(Line2D([], [], color="black", label="model state (line)"))
-    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    legend = axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    # Beside the axes, outside the grid tight_layout packs (a one-column grid cannot make room for
+    # it: "Tight layout not applied"); the saved image grows to hold it (savefig's bbox_inches="tight").
+    legend.set_in_layout(False)
     note = (
         "CPU run: memory_kind=rss, so bars are the peak resident set size per process, not GPU memory."
         if kinds == {"rss"}

@@ -545,10 +545,10 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
 
     sweeps = find_sweeps(paths)
     jobs = [(name, str(d)) for name, root in sweeps.items() for d in _cell_dirs(root)]
+    problems: list[dict[str, Any]] = _vanished_cells(sweeps, jobs)
     rows: list[dict[str, Any]] = []
     ranks: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
-    problems: list[dict[str, Any]] = []
     environments: dict[str, dict[str, Any]] = {}
     configs: dict[str, dict[str, Any]] = {}
     with _progress(progress, len(jobs)) as advance:
@@ -573,6 +573,22 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
         configs=configs,
         sweeps={name: str(root) for name, root in sweeps.items()},
     )
+
+
+def _vanished_cells(sweeps: dict[str, Path], jobs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """A problem row per cell the sweep's ledger planned whose folder is gone: counted, never dropped silently."""
+    from orchestrator.paths import LEDGER_FILE, ledger_cell_ids
+
+    present = {(sweep, Path(cell_dir).name) for sweep, cell_dir in jobs}
+    vanished = []
+    for name, root in sweeps.items():
+        if not (root / LEDGER_FILE).is_file():  # the dumps alone (a pulled copy): nothing to hold them to
+            continue
+        for cell_id in ledger_cell_ids(root / LEDGER_FILE):
+            if (name, cell_id) not in present:
+                vanished.append(CellRead(name, cell_id))
+                vanished[-1].problem(None, f"cell folder missing: the ledger planned cells/{cell_id}, now absent")
+    return [row for cell in vanished for row in cell.problems]
 
 
 def _with_shape_ints(cells: Any) -> Any:

@@ -186,24 +186,96 @@ def _raw_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
         return _yaml_rows(path, text)
     if path.suffix.lower() != ".csv":
         raise AnalysisError(f"reference file {path}: expected a .csv, .yaml or .yml file")
-    reader = csv.DictReader(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    header = [h.strip() for h in reader.fieldnames or []]
-    absent = [c for c in REQUIRED if c not in header]
-    if absent:
-        raise AnalysisError(f"reference file {path}: missing column(s) {', '.join(absent)}")
-    rows = []
-    for number, row in enumerate(reader, start=2):
-        if None in row:
-            raise AnalysisError(f"{path}, data row {number - 1}: more values than columns")
-        rows.append((f"{path}, data row {number - 1}", {k.strip(): v for k, v in row.items()}))
+    return _csv_rows(path, text)
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(where, mapping) per data row; the header and every row checked for shape, by file line."""
+    # Comment lines are dropped before parsing, so each parsed line keeps its number in the file.
+    kept = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
+            if not line.lstrip().startswith("#")]  # fmt: skip
+    if not any(line.strip() for _, line in kept):
+        raise AnalysisError(f"reference file {path} is empty: it needs a header line ({', '.join(REQUIRED)})")
+    reader = csv.reader(line for _, line in kept)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    header: list[str] | None = None
+    consumed = 0
+    try:
+        for values in reader:
+            line = kept[consumed][0]  # a quoted value may span lines: a row is named by its first
+            consumed = reader.line_num
+            if len(values) <= 1 and not "".join(values).strip():
+                continue  # a blank line
+            if header is None:
+                header = _csv_header(path, line, values)
+                continue
+            where = f"{path}, line {line}, data row {len(rows) + 1}"
+            rows.append((where, _csv_row(where, header, values)))
+    except csv.Error as err:
+        line = kept[min(reader.line_num, len(kept)) - 1][0]
+        raise AnalysisError(f"{path}, line {line}: not valid CSV ({err})") from None
     return rows
+
+
+def _csv_header(path: Path, line: int, values: list[str]) -> list[str]:
+    """The header's column names: each named, none twice, every required one present."""
+    header = [value.strip() for value in values]
+    seen: dict[str, int] = {}
+    for column, name in enumerate(header, start=1):
+        if not name:
+            raise AnalysisError(f"{path}, line {line}: column {column} of the header has no name")
+        if name in seen:
+            raise AnalysisError(
+                f"{path}, line {line}: column {name!r} is named twice in the header (columns {seen[name]} and "
+                f"{column}): which one holds its values cannot be told"
+            )
+        seen[name] = column
+    absent = [c for c in REQUIRED if c not in seen]
+    if absent:
+        raise AnalysisError(f"reference file {path}, line {line}: missing column(s) {', '.join(absent)}")
+    return header
+
+
+def _csv_row(where: str, header: list[str], values: list[str]) -> dict[str, str]:
+    """A data row as column → value; a row with more or fewer values than the header is refused."""
+    if len(values) > len(header):
+        raise AnalysisError(
+            f"{where}: more values than columns ({len(values)} values, {len(header)} columns in the header)"
+        )
+    if len(values) < len(header):
+        lacking = ", ".join(header[len(values):])
+        raise AnalysisError(
+            f"{where}: fewer values than columns ({len(values)} values, {len(header)} columns): no value for {lacking}"
+        )
+    return dict(zip(header, values, strict=True))
+
+
+def _unique_key_loader() -> type:
+    """A YAML SafeLoader that refuses a mapping naming a key twice (safe_load keeps the last silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"line {line}: key {key!r} given twice (first on line {seen[key]})",
+                        key_node.start_mark,
+                    )  # fmt: skip
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _yaml_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader that refuses repeated keys
     except yaml.YAMLError as err:
         raise AnalysisError(f"reference file {path} is not valid YAML: {err}") from err
     if isinstance(data, dict) and set(data) == {"references"}:

@@ -359,8 +359,15 @@ def write_report(
     page = render(
         results, problems, environments, warnings, figure_dir or out, timelines=links, stragglers=_read_stragglers(out)
     )
-    path.write_text(page)
+    _write_whole(path, page)
     return path
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Replace ``path`` in one rename: `report` on a results folder must not leave half a page if killed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def reference_section(table: Any, figure: Path | None) -> str:
@@ -396,5 +403,5 @@ def add_reference_section(report: Path, table: Any, figure: Path | None) -> Path
     page = report.read_text()
     section = reference_section(table, figure if figure and figure.exists() else None)
     anchor = "<h2>Environment</h2>" if "<h2>Environment</h2>" in page else "</body>"
-    report.write_text(page.replace(anchor, section + anchor, 1))
+    _write_whole(report, page.replace(anchor, section + anchor, 1))
     return report

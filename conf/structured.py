@@ -128,7 +128,7 @@ class PipelineConfig:
     # Stages per replica and data-parallel replicas of every stage: stages × replicas = processes.
     # auto (both): the planner chooses them (PipeDream's replication, jobs/pipeline/planner.py
     # choose_shape); an int ≥ 1 fixes one and the other follows. Typed Any so that Hydra keeps
-    # `pipeline.stages=2` an int beside the string auto (checked in orchestrator/pipeline_checks.py).
+    # `pipeline.stages=2` an int beside the string auto (checked in jobs/checks/pipeline.py).
     # Configs stored before auto existed hold stages: null, replicas: 1: one stage per process.
     stages: Any = "auto"
     replicas: Any = "auto"

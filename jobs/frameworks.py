@@ -48,24 +48,24 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework("ddp", "torchrun", "jobs.strategies.ddp:DDPStrategy", "data_parallel", "#0173b2", in_study=True),
         Framework(
             "horovod", "horovodrun", "jobs.strategies.horovod:HorovodStrategy", "data_parallel", "#de8f05",
-            knobs=("horovod",), checks="orchestrator.horovod_checks:check_horovod",
-            available="orchestrator.horovod_checks:horovod_missing", in_study=True,
+            knobs=("horovod",), checks="jobs.checks.horovod:check_horovod",
+            available="jobs.checks.horovod:horovod_missing", in_study=True,
         ),
         Framework(
             "pipeline", "torchrun", "jobs.strategies.pipeline:PipelineStrategy", "pipelined", "#029e73",
-            knobs=("pipeline",), checks="orchestrator.pipeline_checks:check_pipeline", in_study=True,
+            knobs=("pipeline",), checks="jobs.checks.pipeline:check_pipeline", in_study=True,
         ),
         Framework(
             "model_parallel", "torchrun", "jobs.strategies.pipeline:ModelParallelStrategy", "pipelined", "#d55e00",
-            knobs=("pipeline",), checks="orchestrator.pipeline_checks:check_model_parallel", in_study=True,
+            knobs=("pipeline",), checks="jobs.checks.pipeline:check_model_parallel", in_study=True,
         ),
         Framework(
             "fsdp", "torchrun", "jobs.strategies.fsdp:FSDPStrategy", "data_parallel", "#cc78bc",
-            knobs=("fsdp",), checks="orchestrator.fsdp_checks:check_fsdp",
+            knobs=("fsdp",), checks="jobs.checks.fsdp:check_fsdp",
         ),
         Framework(
             "zero", "torchrun", "jobs.strategies.zero:ZeroStrategy", "data_parallel", "#ca9161",
-            checks="orchestrator.fsdp_checks:check_zero",
+            checks="jobs.checks.fsdp:check_zero",
         ),
         Framework("noop", "noop", None, "untimed", "#949494"),
     )

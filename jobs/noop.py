@@ -46,13 +46,14 @@ def _phase(warmup: int) -> dict[str, Any]:
 
 
 # Test hook: with DNNBENCH_TEST_NOOP_GATE=<path> set, a noop cell waits (up to 10 min) for that file
-# to exist before writing its dumps, so a test holds a cell running as long as it needs. An
-# environment variable, not a config key: the cell's id and config stay those of a plain noop cell.
+# to exist before writing its dumps, so a test holds a cell running as long as it needs (a `{seed}`
+# in the path is the cell's seed: one gate per cell of a sweep). An environment variable, not a
+# config key: the cell's id and config stay those of a plain noop cell.
 GATE_ENV = "DNNBENCH_TEST_NOOP_GATE"
 
 
-def wait_for_gate(limit_s: float = 600.0) -> None:
-    gate = os.environ.get(GATE_ENV)
+def wait_for_gate(seed: Any = None, limit_s: float = 600.0) -> None:
+    gate = os.environ.get(GATE_ENV, "").replace("{seed}", str(seed))
     deadline = time.monotonic() + limit_s
     while gate and not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -79,6 +80,7 @@ def write_dumps(cell: dict[str, Any], out_dir: Path) -> int:
 
 if __name__ == "__main__":
     cell_file, out = sys.argv[1:3]
-    wait_for_gate()
-    count = write_dumps(json.loads(Path(cell_file).read_text()), Path(out))
+    cell = json.loads(Path(cell_file).read_text())
+    wait_for_gate(cell["config"].get("seed"))
+    count = write_dumps(cell, Path(out))
     print(f"noop: wrote {count} rank dump(s) to {out}")

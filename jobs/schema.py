@@ -1350,6 +1350,29 @@ _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.
                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
 
 
+class NotRegularFileError(OSError):
+    """A path that is a FIFO, a device, a socket or a folder where a file was expected."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A descriptor of ``path`` opened for reading, only if it is a regular file.
+
+    Never blocks: opened non-blocking (a FIFO opens at once, without a writer), then judged by what
+    ``fstat`` says it is, before a byte is read; the descriptor reads as blocking from then on.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((name for test, name in _NOT_REGULAR if test(mode)), f"of mode {stat.filemode(mode)}")
+            raise NotRegularFileError(f"{path} is {what}, not a regular file")
+        os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_bytes(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> tuple[bytes | None, str | None]:
     """(the bytes of a regular file of at most ``limit`` bytes, None), or (None, "missing"), or (None, why not).
 
@@ -1357,16 +1380,14 @@ def read_bytes(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> tup
     anything but a regular file is refused by what ``fstat`` says it is, before a byte is read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(path)
     except FileNotFoundError:
         return None, "missing"
+    except NotRegularFileError as err:
+        return None, f"unreadable (is {str(err).split(' is ', 1)[-1]})"
     except OSError as err:
         return None, f"unreadable ({type(err).__name__}: {err})"
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = next((name for test, name in _NOT_REGULAR if test(mode)), f"of mode {stat.filemode(mode)}")
-            return None, f"unreadable (is {what}, not a regular file)"
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, limit + 1 - size)

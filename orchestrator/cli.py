@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
+import signal
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConfigError, DnnbenchError, ExitCode
 
@@ -42,7 +45,8 @@ def _progress(total: int | None, description: str):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator import sweep
-    from orchestrator.backends.local import start_here
+    from orchestrator.backends.local import begin_here, interruption, settle_interrupted, signals_held
+    from orchestrator.ledger import Ledger
     from orchestrator.lock import sweep_lock
     from orchestrator.paths import SweepPaths
     from orchestrator.submit import prepare, sweep_folder
@@ -64,8 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     with sweep_lock(_created(sweep_folder(plan, root)), "dnnbench run"):  # status sees the cell run, never twice
         paths, ledger = prepare(plan, root)
         with ledger:
-            attempt = start_here(ledger, cell.id)
-        return _run_here(paths, cell, attempt, echo=not args.quiet)
+            job, attempt = begin_here(ledger, cell.id)
+        try:
+            return _run_here(paths, cell, attempt, echo=not args.quiet)
+        except KeyboardInterrupt as err:  # the user's stop: `status` says interrupted, not failed
+            with signals_held(), Ledger(paths.ledger) as ledger:
+                settle_interrupted(ledger, job, interruption(err))
+            raise
 
 
 def _created(paths: SweepPaths) -> SweepPaths:
@@ -259,22 +268,71 @@ def cmd_status(args: argparse.Namespace) -> int:
         time.sleep(args.watch)
 
 
+class _DeadlinePassed(Exception):
+    """``wait --timeout`` ran out while a read was still under way."""
+
+
+@contextmanager
+def _bounded(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_DeadlinePassed` in whatever this process is doing ``seconds`` from now.
+
+    The alarm interrupts a read blocked in the kernel (PEP 475: the handler's exception ends the
+    call). Code that never returns to Python (SQLite's own wait on a lock) is bounded by a backstop
+    that ends the process with the timeout's exit code a little later.
+    """
+    if seconds is None:
+        yield
+        return
+
+    def passed(signum: int, frame: Any) -> None:
+        raise _DeadlinePassed
+
+    previous = signal.signal(signal.SIGALRM, passed)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    backstop = threading.Timer(seconds + WAIT_BACKSTOP_S, _timed_out_hard)
+    backstop.daemon = True
+    backstop.start()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        backstop.cancel()
+
+
+# How long past its --timeout a `wait` stuck outside Python (a lock wait in SQLite) may take.
+WAIT_BACKSTOP_S = 5.0
+
+
+def _timed_out_hard() -> None:
+    print("timeout: a read did not return by the deadline", file=sys.stderr, flush=True)
+    os._exit(ExitCode.TIMEOUT)
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     from orchestrator.paths import SweepPaths
     from orchestrator.status import TERMINAL, collect, summary
 
     paths = SweepPaths.existing(args.sweep_dir)
     deadline = time.monotonic() + args.timeout if args.timeout is not None else None  # 0: look once
-    while True:
-        statuses = collect(paths)
-        # No cell recorded yet: the sweep is still being prepared, not "all completed".
-        if statuses and all(s.state in TERMINAL for s in statuses):
-            print(summary(statuses))
-            return _verdict(statuses)
-        if deadline is not None and time.monotonic() >= deadline:
-            print(f"timeout: {summary(statuses) or 'no cell recorded yet'}", file=sys.stderr)
-            return ExitCode.TIMEOUT
-        time.sleep(args.interval)
+    statuses: list[Any] = []
+    try:
+        # --timeout bounds the whole command: every read of every round, and every sleep.
+        with _bounded(args.timeout if args.timeout else None):
+            while True:
+                statuses = collect(paths)
+                # No cell recorded yet: the sweep is still being prepared, not "all completed".
+                if statuses and all(s.state in TERMINAL for s in statuses):
+                    print(summary(statuses))
+                    return _verdict(statuses)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                left = deadline - time.monotonic() if deadline is not None else args.interval
+                time.sleep(max(min(args.interval, left), 0))
+    except _DeadlinePassed:
+        pass
+    print(f"timeout: {summary(statuses) or 'no cell recorded yet'}", file=sys.stderr)
+    return ExitCode.TIMEOUT
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
@@ -438,31 +496,16 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(build_parser(), argv)
-    try:
+    from orchestrator.entry_point import run_command
+
+    def command() -> int:
+        args = _parse(build_parser(), argv)  # inside: `--help | head -1` is pipe-safe too
         return int(args.func(args) or 0)
-    except (DnnbenchError, OSError, ValueError, sqlite3.DatabaseError) as err:
-        if os.environ.get("DNNBENCH_FULL_ERROR") == "1":
-            raise
-        print(f"Error: {_describe(err)}", file=sys.stderr)
-        return int(_exit_code(err))
-    except KeyboardInterrupt:
-        print("interrupted: the ledger keeps what was submitted; rerun the same command to continue",
-              file=sys.stderr)  # fmt: skip
-        return ExitCode.INTERRUPTED
+
+    return run_command(command, on_interrupt=INTERRUPTED_HINT)
 
 
-def _describe(err: BaseException) -> str:
-    if isinstance(err, sqlite3.DatabaseError):
-        return f"the sweep's ledger cannot be read or written: {err} (DNNBENCH_FULL_ERROR=1 shows where)"
-    return str(err)
-
-
-def _exit_code(err: BaseException) -> ExitCode:
-    """A damaged ledger is a sweep folder that cannot be read; a busy or full disk is not."""
-    if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
-        return ExitCode.NOT_A_SWEEP
-    return getattr(err, "exit_code", ExitCode.ERROR)
+INTERRUPTED_HINT = "the ledger keeps what was submitted; rerun the same command to continue"
 
 
 if __name__ == "__main__":

@@ -6,15 +6,15 @@ catches what spans several fields. Every message names the override that fixes i
 
 from __future__ import annotations
 
-import shutil
+import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from jobs.checks.hardware import gpu_visible_here
 from orchestrator.cell_identity import cell_id  # noqa: F401 - re-exported: the plan names cells by it
 from orchestrator.errors import ConfigError
 from orchestrator.shell_safety import check_cluster
@@ -115,6 +115,63 @@ def _positive(config: dict[str, Any], key: str, value: Any, minimum: int = 1) ->
     return []
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Every number of a config is finite, fits int64 and is ≥ 0 (a count, a size, a time, a rate, a
+# bandwidth) unless named here; the keys below must be ≥ 1 (ints) or > 0 (floats): a zero there is
+# no measurement (`dataset.train_samples=0` read as "the default size"), or divides by it.
+_MAY_BE_NEGATIVE = frozenset({"seed"})
+_POSITIVE = frozenset({
+    "gpus", "nodes", "batch_size", "repeats", "threads_per_process", "steps", "epochs",
+    "model.time_limit_min", "dataset.channels", "dataset.image_size", "dataset.num_classes",
+    "dataset.train_samples", "dataset.val_samples", "cluster.gpus_per_node", "cluster.cpus_per_gpu",
+    "cluster.mem_per_gpu_gb", "cluster.time_limit_min", "cluster.array_parallelism",
+    "cluster.interconnect_gbps", "cluster.intranode_gbps", "cluster.ssh_port", "pipeline.microbatches",
+})  # fmt: skip
+_MAXIMUM = {"cluster.ssh_port": 65535}
+
+
+def _numbers(node: Any, key: str = "") -> list[tuple[str, int | float]]:
+    """(dotted key, value) of every number in a resolved config, lists included (``pipeline.split[0]``)."""
+    if isinstance(node, dict):
+        return [found for name, value in node.items() for found in _numbers(value, f"{key}.{name}" if key else name)]
+    if isinstance(node, list):
+        return [found for index, value in enumerate(node) for found in _numbers(value, f"{key}[{index}]")]
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return [(key, node)]
+    return []
+
+
+def _unrepresentable(key: str, value: int | float) -> str | None:
+    """Why no cell can run with this number whatever the key means: not finite, or beyond int64."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{key}={value}: not a finite number"
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return f"{key}={value}: beyond int64 ({INT64_MIN} … {INT64_MAX})"
+    return None
+
+
+def _out_of_range(key: str, value: int | float) -> str | None:
+    setting = key.split("[")[0]  # a list's items follow their list's rule
+    if setting in _POSITIVE and value <= 0:
+        return f"{key}={value}: must be ≥ 1" if isinstance(value, int) else f"{key}={value}: must be > 0"
+    if setting not in _MAY_BE_NEGATIVE and value < 0:
+        return f"{key}={value}: must be ≥ 0"
+    if setting in _MAXIMUM and value > _MAXIMUM[setting]:
+        return f"{key}={value}: must be ≤ {_MAXIMUM[setting]}"
+    return None
+
+
+def number_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(numbers no cell can hold, numbers out of their key's range), over every key of the config."""
+    unrepresentable, out_of_range = [], []
+    for key, value in _numbers(config):
+        if (problem := _unrepresentable(key, value)) is not None:
+            unrepresentable.append(problem)
+        elif (problem := _out_of_range(key, value)) is not None:
+            out_of_range.append(problem)
+    return unrepresentable, out_of_range
+
+
 def _precision_problems(config: dict[str, Any]) -> list[str]:
     from conf.structured import PRECISIONS
 
@@ -132,12 +189,7 @@ def _precision_problems(config: dict[str, Any]) -> list[str]:
     return []
 
 
-# Any one of these shows a GPU driver without importing torch (sandboxes may lack /proc/driver).
-_GPU_SIGNS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/usr/local/nvidia", "/dev/kfd")
-
-
-def _gpu_visible_here() -> bool:
-    return any(Path(sign).exists() for sign in _GPU_SIGNS) or shutil.which("nvidia-smi") is not None
+_gpu_visible_here = gpu_visible_here  # the name the tests and the local checks use
 
 
 def validate(config: dict[str, Any], *, check_model_name: bool = True, check_data: bool = True) -> None:
@@ -146,6 +198,9 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True, check_dat
     ``check_data=False`` leaves out whether the dataset's files exist here (a dry run
     planned on a machine that does not hold the data); :func:`data_problems` says it.
     """
+    unrepresentable, out_of_range = number_problems(config)
+    if unrepresentable:  # before the checks below, which would compute with them (int(inf) raises)
+        raise ConfigError("invalid config:\n  " + "\n  ".join(unrepresentable + out_of_range))
     problems: list[str] = []
     for key in ("gpus", "nodes", "batch_size", "repeats", "threads_per_process"):
         problems += _positive(config, key, config[key])
@@ -182,8 +237,15 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True, check_dat
     if check_model_name:
         problems += _check_model(config["model"]["name"])
     problems += _check_framework(config)
+    # A key another check named already (`gpus=0: must be ≥ 1`) is said once.
+    problems += [p for p in out_of_range if not any(q.startswith(_key_of(p)) for q in problems)]
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _key_of(problem: str) -> tuple[str, str]:
+    key = problem.split("=", 1)[0]
+    return f"{key}=", f"{key}:"
 
 
 def _check_model(name: str) -> list[str]:

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     BUSY = 6  # another dnnbench command holds this sweep folder's lock
     CHECK_FAILED = 7  # `check` or `compare --fail-below`: some row missed its reference or fell below the gate
     INTERRUPTED = 130  # Ctrl-C: the ledger keeps what was submitted
+    TERMINATED = 143  # SIGTERM (128 + 15), as a shell reports it: like Ctrl-C, the ledger keeps what was submitted
 
 
 class DnnbenchError(Exception):
@@ -31,6 +32,12 @@ class DnnbenchError(Exception):
 
 class ConfigError(DnnbenchError):
     """Bad input, found before anything is started or submitted."""
+
+
+class GridTooLargeError(ConfigError):
+    """A sweep with more cells than one sweep may plan (``sweep.MAX_SWEEP_CELLS``), refused before expanding it."""
+
+    exit_code = ExitCode.USAGE
 
 
 class SubmissionError(DnnbenchError):
@@ -53,3 +60,14 @@ class SweepBusyError(DnnbenchError):
     """Another command that submits holds the sweep folder's lock."""
 
     exit_code = ExitCode.BUSY
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to a dnnbench command: an interruption like Ctrl-C (what was running is settled), exit 143."""
+
+
+class NoRoomError(DnnbenchError):
+    """A write refused for lack of room: no space left on the device, the quota exceeded, a read-only mount.
+
+    Exit 1 when the command changed nothing yet; a command that had started cells says 3 instead.
+    """

@@ -4,6 +4,7 @@ SQLite in the sweep folder (WAL). Only the holder of the sweep folder's lock
 (:mod:`orchestrator.lock`) submits, so rows change in one order:
 
     queued ─→ submitting ─→ submitted          (or refused: the scheduler said no)
+       │          └──────────┴──→ interrupted  (the user stopped its command: Ctrl-C, SIGTERM)
        └──────────┴──────→ dropped             (never started: its command ended first)
 
 Every submission is written *before* the scheduler is asked (``submitting``, with a
@@ -25,10 +26,12 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from orchestrator.errors import NoRoomError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -43,7 +46,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     job_name TEXT NOT NULL UNIQUE,
     backend TEXT NOT NULL,
     shape TEXT NOT NULL,
-    state TEXT NOT NULL,          -- queued | submitting | submitted | refused | dropped
+    state TEXT NOT NULL,          -- queued | submitting | submitted | refused | dropped | interrupted
     job_id TEXT,
     script TEXT,
     note TEXT,
@@ -89,6 +92,27 @@ def fault_point(transition: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+_SQLITE_FULL, _SQLITE_READONLY, _SQLITE_IOERR = 13, 8, 10
+_NEARLY_FULL_BYTES = 1 << 20  # an I/O error on a file system with less room than this: the room ran out
+
+
+def _no_room(path: Path, err: sqlite3.OperationalError) -> str | None:
+    """``"no space left on device: <ledger>"`` (or the read-only word) when SQLite's error is a lack of room."""
+    code = getattr(err, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == _SQLITE_FULL:
+        return f"no space left on device: {path}"
+    if primary == _SQLITE_READONLY:
+        return f"read-only file system: {path}" if not os.access(path.parent, os.W_OK) else None
+    if primary == _SQLITE_IOERR:
+        try:
+            stats = os.statvfs(path.parent)
+        except OSError:
+            return None
+        return f"no space left on device: {path}" if stats.f_bavail * stats.f_frsize < _NEARLY_FULL_BYTES else None
+    return None
+
+
 def config_digest(config: dict[str, Any]) -> str:
     """A cell config's fingerprint; keys added to the schema later count only when set."""
     from jobs.schema import without_added_defaults
@@ -117,6 +141,8 @@ class AttemptRow:
     submission_state: str | None
     backend: str | None
     process: ProcessRecord | None = None
+    # The submission's note: why it was confirmed, dropped or interrupted (words, not identity).
+    note: str | None = field(default=None, compare=False)
 
     @property
     def scheduler_key(self) -> str | None:
@@ -153,8 +179,14 @@ def _create_whole(path: Path) -> None:
 
 
 class Ledger:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        """``read_only``: for reading commands: writes nothing, takes no write lock, works on a read-only mount."""
         self.path = Path(path)
+        if read_only:
+            from orchestrator.paths import connect_read_only
+
+            self.db = connect_read_only(self.path)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             _create_whole(self.path)
@@ -186,13 +218,22 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as err:
+            if self.db.in_transaction:  # a COMMIT refused for lack of room leaves the transaction open
+                with suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            room = _no_room(self.path, err)
+            if room is None:
+                raise
+            raise NoRoomError(f"{room}: the ledger cannot record what happened ({err})") from err
 
     # cells -----------------------------------------------------------------------------------
     def add_cells(self, cells: Iterable[tuple[str, str, list[str], str | None]]) -> None:
@@ -316,6 +357,15 @@ class Ledger:
             )
         fault_point("dropped")
 
+    def mark_interrupted(self, submission_id: int, note: str) -> None:
+        """The user stopped the command that ran this submission: an attempt cut short, not a failed cell."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE submissions SET state = 'interrupted', note = ?, updated_at = ? WHERE submission_id = ?",
+                (note, time.time(), submission_id),
+            )
+        fault_point("interrupted")
+
     def submissions(self, state: str | None = None, backend: str | None = None) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row
         try:
@@ -349,16 +399,16 @@ class Ledger:
         rows = self.db.execute(
             f"""
             SELECT a.cell_id, a.attempt, a.submission_id, a.array_index,
-                   s.job_name, s.job_id, s.state, s.backend, s.pid, s.process_start, s.host
+                   s.job_name, s.job_id, s.state, s.backend, s.pid, s.process_start, s.host, s.note
             FROM attempts a LEFT JOIN submissions s USING (submission_id)
             WHERE s.state IS NULL OR s.state NOT IN {NOT_STARTED!r}
             ORDER BY a.cell_id, a.attempt
             """
         )
         latest: dict[str, AttemptRow] = {}
-        for *fields, pid, start, host in rows:
+        for *fields, pid, start, host, note in rows:
             process = ProcessRecord(int(pid), start, host) if pid is not None else None
-            latest[fields[0]] = AttemptRow(*fields, process=process)
+            latest[fields[0]] = AttemptRow(*fields, process=process, note=note)
         return latest
 
     def attempt_counts(self) -> dict[str, int]:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.schema import open_regular
 from orchestrator.errors import SweepBusyError
 from orchestrator.paths import SweepPaths
 
@@ -118,8 +119,8 @@ def holder(paths: SweepPaths) -> LockHolder | None:
     if paths.root.resolve() in _HELD:  # this process: it is between two steps of its own
         return None
     try:
-        fd = os.open(paths.lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:  # no lock file: no command has ever submitted here
+        fd = open_regular(paths.lock)  # a FIFO there would block the open
+    except OSError:  # no lock file (no command has ever submitted here), or none a command made
         return None
     try:
         if _try_lock(fd, fcntl.LOCK_SH):

@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from jobs.failures import FAILURE_FILE_GLOB
-from jobs.schema import dump_filename, error_filename
+from jobs.schema import dump_filename, error_filename, open_regular
 from orchestrator.errors import ConfigError, NotASweepError
 
 MANIFEST_FILE = "sweep.json"
@@ -269,7 +269,7 @@ def ledger_problem(path: Path, *, allow_empty: bool = False) -> str | None:
     """
     wal = path.with_name(path.name + "-wal")
     try:
-        with open(path, "rb") as handle:
+        with os.fdopen(open_regular(path), "rb") as handle:  # a FIFO is no ledger, and must not block
             head = handle.read(len(_SQLITE_MAGIC))
     except OSError as err:
         return f"cannot be read: {err.strerror or err}"
@@ -299,8 +299,7 @@ def _ledger_tables(path: Path, *, live: bool) -> tuple[dict[str, set[str]], str 
     ``-shm``/``-wal`` is created next to it); with one, a live read. The quick check catches a
     truncated or overwritten file before a command that writes opens it.
     """
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if live else "&immutable=1")
-    db = sqlite3.connect(uri, uri=True, timeout=30)
+    db = connect_read_only(path, live=live)
     try:
         names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         tables = {name: {row[1] for row in db.execute(f"PRAGMA table_info({_quoted(name)})")} for name in names}
@@ -308,6 +307,45 @@ def _ledger_tables(path: Path, *, live: bool) -> tuple[dict[str, set[str]], str 
         return tables, None if verdict == "ok" else " ".join(str(verdict).split())
     finally:
         db.close()
+
+
+def ledger_cell_ids(path: Path) -> list[str]:
+    """The cell ids a ledger planned, read-only (no ``-shm``/``-wal`` created beside a quiet ledger).
+
+    Analysis holds every one of them to account: a cell whose folder was deleted is still a cell of the sweep.
+    """
+    db = connect_read_only(path, live=path.with_name(path.name + "-wal").exists())
+    try:
+        return [row[0] for row in db.execute("SELECT cell_id FROM cells ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def connect_read_only(path: Path, *, live: bool = True) -> sqlite3.Connection:
+    """An SQLite connection to ``path`` that writes nothing and takes no write lock.
+
+    ``live``: another command may be writing (read through the WAL). A folder nobody can write
+    (a read-only mount) cannot change under the reader and cannot hold the ``-shm`` file a live
+    read needs: read as immutable there, unless its ``-wal`` holds changes not yet in the main
+    file, which only a live read sees.
+    """
+    wal = path.with_name(path.name + "-wal")
+    unmerged = wal.is_file() and wal.stat().st_size > 0
+    if live and not unmerged and not os.access(path.parent, os.W_OK):
+        live = False
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if live else "&immutable=1")
+    db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as err:
+        db.close()
+        if unmerged and not os.access(path.parent, os.W_OK):
+            raise NotASweepError(
+                f"{path} cannot be read where it is: its {wal.name} holds changes a reader must merge, and "
+                f"{path.parent} is not writable ({err}); copy the sweep folder somewhere writable and read the copy"
+            ) from err
+        raise
+    return db
 
 
 def _quoted(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,15 @@ from typing import Any
 from jobs import schema
 from jobs.failures import rank_failure
 from jobs.launchers import LaunchSpec, get_launcher
+from orchestrator.entry_point import no_room_reason
 from orchestrator.errors import CellFailedError
 from orchestrator.paths import AttemptPaths
+
+# A write refused for lack of room, as a rank's traceback prints it: "[Errno 28] No space left on device: 'P'".
+_NO_ROOM_IN_OUTPUT = re.compile(r"\[Errno (?:28|122|30)\] ([^:'\n]+?)(?:: '([^'\n]*)')?\s*$")
+# Writes this cell's launcher and ranks could not make for lack of room ("no space left on device: P"), in
+# order; module state, not an argument, so that _run_logged keeps the signature test hooks wrap.
+_NO_ROOM_SEEN: list[str] = []
 
 # Set for every framework alike (torchrun would set OMP_NUM_THREADS=1, horovodrun nothing).
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -107,6 +115,7 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     )
     started = time.perf_counter()
     returncode = 0
+    _NO_ROOM_SEEN.clear()
     if launcher.per_node or node.node_rank == 0:
         log = attempt.launcher_log(node.node_rank)
         try:
@@ -128,9 +137,17 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
         reasons=reasons,
         seconds=time.perf_counter() - started,
     )
-    if outcome.state == "failed":
+    if outcome.state == "failed" and _NO_ROOM_SEEN:  # the cause, named, rather than "rank 0: no dump"
+        outcome.failure_class = "no_space"
+        outcome.reasons = [*dict.fromkeys(_NO_ROOM_SEEN), *outcome.reasons]
+    elif outcome.state == "failed":
         outcome.failure_class = _failure_class(out, returncode)
-    schema.write_atomic(attempt.outcome, asdict(outcome))
+    try:
+        schema.write_atomic(attempt.outcome, asdict(outcome))
+    except OSError as err:
+        if no_room_reason(err) is None:
+            raise
+        raise CellFailedError(f"cell {cell['cell_id']}: its outcome cannot be written: {no_room_reason(err)}") from err
     if outcome.state != "completed":
         raise CellFailedError(
             f"cell {cell['cell_id']} failed ({outcome.failure_class}, exit {returncode}): "
@@ -149,17 +166,64 @@ def _failure_class(out: Path, returncode: int) -> str:
 
 
 def _run_logged(argv: list[str], env: dict[str, str], log: Path, echo: bool) -> int:
-    with open(log, "ab") as sink:
-        sink.write(("$ " + " ".join(argv) + "\n").encode())
-        sink.flush()
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert process.stdout is not None
-        for line in process.stdout:
-            sink.write(line)
-            if echo:
-                sys.stdout.buffer.write(line)
-                sys.stdout.flush()
-        return process.wait()
+    """Run the launcher, its output into ``log``; a full disk stops the log, never the cell's judgement."""
+    sink = _LogSink(log)
+    sink.write(("$ " + " ".join(argv) + "\n").encode())
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    for line in process.stdout:
+        _NO_ROOM_SEEN.extend(_no_room_lines(line, log.parent))
+        sink.write(line)
+        if echo:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+    sink.close()
+    return process.wait()
+
+
+def _no_room_lines(line: bytes, out_dir: Path) -> list[str]:
+    """A rank's "[Errno 28] No space left on device[: 'P']" as a reason; without a path, its attempt folder."""
+    found = _NO_ROOM_IN_OUTPUT.search(line.decode(errors="replace"))
+    if found is None:
+        return []
+    what, path = found.groups()
+    return [f"{what.lower()}: {path or out_dir} (a rank's write)"]
+
+
+class _LogSink:
+    """The launcher log; once a write is refused for lack of room it says so and writes no more."""
+
+    def __init__(self, path: Path):
+        self.handle = None
+        try:
+            self.handle = open(path, "ab")  # noqa: SIM115 - closed by close(), after the launcher's last line
+        except OSError as err:
+            self._refused(err)
+
+    def _refused(self, err: OSError) -> None:
+        reason = no_room_reason(err)
+        if reason is None:
+            raise err
+        _NO_ROOM_SEEN.append(reason)
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        if self.handle is None:
+            return
+        try:
+            self.handle.write(data)
+            self.handle.flush()
+        except OSError as err:
+            self._refused(err)
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError as err:
+                if no_room_reason(err) is None:
+                    raise
 
 
 def _tail(out: Path, lines: int = 30) -> str:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.schema import read_attempt
+from jobs.schema import read_attempt, read_bytes
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import SchedulerState
 from orchestrator.ledger import AttemptRow, Ledger, config_digest
@@ -41,6 +41,11 @@ _NOT_STARTED = "NOT_STARTED"
 _ENDED_WELL = ("COMPLETED", "ENDED")
 _WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED", "CONFIGURING")
 _RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")
+# A cell that ran but whose folder is gone: what it measured is lost, not done; its plan must be written again.
+_VANISHED = (
+    "cell folder missing (deleted after it was submitted): rerun the same `dnnbench sweep` to write its plan "
+    "again, then `dnnbench resubmit`"
+)
 # Classes a plain retry will not fix: resubmit says so instead of retrying blindly.
 NOT_RETRYABLE = ("oom", "config", "unavailable", "no_gpu", "no_nccl")
 
@@ -59,19 +64,19 @@ class CellStatus:
 
 
 def read_outcome(attempt_dir: Path) -> dict | None:
+    data, _ = read_bytes(AttemptPaths(attempt_dir).outcome)  # never blocks: a FIFO is no outcome
     try:
-        return json.loads(AttemptPaths(attempt_dir).outcome.read_text())
-    except (OSError, ValueError):
+        return json.loads(data) if data is not None else None
+    except ValueError:
         return None
 
 
 def read_traceback(attempt_dir: Path) -> str:
     """The first failing rank's traceback in an attempt folder, or ''."""
     for path in AttemptPaths(attempt_dir).error_files():
-        try:
-            return path.read_text(errors="replace").strip()
-        except OSError:
-            continue
+        data, _ = read_bytes(path)
+        if data is not None:
+            return data.decode(errors="replace").strip()
     return ""
 
 
@@ -85,6 +90,9 @@ def classify(
     """(state, failure class, detail) of one cell's newest attempt."""
     if row is None:
         return "missing", None, "never submitted"
+    if row.submission_state == "interrupted" and not (outcome and outcome.get("state") == "completed"):
+        # The user stopped it (its outcome, if any, is what the stop did to it): to run again, not failed.
+        return "missing", None, row.note or "interrupted before it ended; rerun the same command"
     if row.submission_state in ("queued", "submitting") and scheduler is None:
         return "pending", None, "submission not confirmed yet"
     word = (scheduler.state.split()[0] if scheduler else "").upper()
@@ -112,7 +120,7 @@ def classify(
 
 
 def collect(paths: SweepPaths, *, query: bool = True) -> list[CellStatus]:
-    with Ledger(paths.ledger) as ledger:
+    with Ledger(paths.ledger, read_only=True) as ledger:  # status and wait write nothing, also on a read-only mount
         cells = ledger.cells()
         latest = ledger.latest_attempts()
         planned = ledger.config_digests()
@@ -134,6 +142,9 @@ def collect(paths: SweepPaths, *, query: bool = True) -> list[CellStatus]:
         if row is None and submitter is not None:
             detail = f"not submitted yet: {submitter.describe()} is submitting this sweep"
             statuses.append(CellStatus(cell_id, label, "pending", detail=detail))
+            continue
+        if row is not None and not paths.cell(cell_id).root.is_dir():
+            statuses.append(CellStatus(cell_id, label, "missing", attempt=row.attempt, detail=_VANISHED))
             continue
         outcome = read_outcome(paths.cell(cell_id).attempt(row.attempt)) if row else None
         key = row.scheduler_key if row else None

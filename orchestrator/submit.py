@@ -9,19 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.schema import with_added_defaults
+from jobs.schema import read_bytes, with_added_defaults
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import CellJob, Shape, ShapeGroup
 from orchestrator.cell_identity import CELL_ID_SCHEME, check_cell_id_scheme
 from orchestrator.errors import ConfigError
 from orchestrator.ledger import Ledger, config_digest
 from orchestrator.lock import sweep_lock
-from orchestrator.paths import SweepPaths
+from orchestrator.paths import SweepPaths, ledger_cell_ids
 from orchestrator.shell_safety import check_sweep_folder
 from orchestrator.sweep import Cell, SweepPlan
 
@@ -105,7 +106,34 @@ def sweep_folder(plan: SweepPlan, sweep_dir: Path) -> SweepPaths:
     paths = SweepPaths.writable(sweep_dir)
     check_sweep_folder(paths.root, {c.config["cluster"]["backend"] for c in plan.cells})
     check_cell_id_scheme(paths.manifest)
+    check_same_grid(paths, plan)
     return paths
+
+
+def check_same_grid(paths: SweepPaths, plan: SweepPlan) -> None:
+    """Refuse another grid in a folder a real run planned: sweep.json and the ledger describe one sweep.
+
+    The same overrides (in any order: they name the same folder by default) or the same cells are
+    the same sweep, continued; a dry run's sweep.json is only a mark and is replaced.
+    """
+    if not paths.manifest.is_file() or _is_dry_run_manifest(paths.manifest):
+        return
+    recorded = json.loads(paths.manifest.read_text()).get("arguments")  # readable: check_cell_id_scheme read it
+    if isinstance(recorded, list) and sorted(map(str, recorded)) == sorted(plan.arguments):
+        return
+    if paths.ledger.is_file():
+        try:
+            planned = set(ledger_cell_ids(paths.ledger))  # read-only: nothing is written before the check
+        except sqlite3.DatabaseError:  # an empty ledger a killed start left: no cells recorded
+            planned = set()
+        if planned and planned == {cell.id for cell in plan.cells}:
+            return  # spelt otherwise (seed=1,2 vs seed=range(1,3)), the same cells
+    shown = " ".join(map(str, recorded)) if isinstance(recorded, list) else repr(recorded)
+    raise ConfigError(
+        f"{paths.root} holds another sweep: it was planned with `{shown or '(defaults)'}`, not "
+        f"`{' '.join(plan.arguments) or '(defaults)'}`; nothing was written. To continue that sweep, rerun it "
+        "with its own overrides; to run this grid, choose another --sweep-dir"
+    )
 
 
 def prepare(plan: SweepPlan, sweep_dir: Path) -> tuple[SweepPaths, Ledger]:
@@ -130,7 +158,7 @@ def preview(plan: SweepPlan, sweep_dir: Path) -> SubmitReport:
     attempted: set[str] = set()
     if paths.ledger.exists():
         with Ledger(paths.ledger) as ledger:
-            attempted = set(ledger.latest_attempts())
+            attempted = {c for c, row in ledger.latest_attempts().items() if row.submission_state != "interrupted"}
     cluster = plan.cells[0].config["cluster"] if plan.cells else {"backend": "local"}
     backend = get_backend(cluster)
     report = SubmitReport(paths=paths, detached=backend.detached)
@@ -189,8 +217,8 @@ def _todo(
         if cell_ids is not None:
             if cell.id not in cell_ids:
                 continue
-        elif cell.id in attempted:
-            report.already_submitted += 1
+        elif cell.id in attempted and attempted[cell.id].submission_state != "interrupted":
+            report.already_submitted += 1  # an interrupted attempt is run again: the user stopped it
             continue
         todo.append(CellJob(cell.id, cell.label, str(paths.cell(cell.id).cell_file), cell.config))
     report.groups = group_by_shape(todo)
@@ -263,7 +291,10 @@ def _read_cell(path: Path, cell_id: str, digest: str | None, unavailable: str | 
         "or plan the changed config as a new sweep"
     )
     try:
-        doc = json.loads(path.read_text())
+        data, why = read_bytes(path)  # never blocks on a FIFO put where the plan was
+        if data is None:
+            raise OSError(why)
+        doc = json.loads(data)
         config, overrides = doc["config"], doc.get("overrides", [])
         if not isinstance(config, dict):
             raise ValueError("its config is not an object")

@@ -7,6 +7,7 @@ is composed, validated and given a stable id, then repeated ``repeats`` times.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,11 +15,15 @@ from typing import Any
 
 from orchestrator import config as cfgmod
 from orchestrator.cell_identity import MergedPoint, backend_problem
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, GridTooLargeError
 from orchestrator.fast_compose import FastComposer
 from orchestrator.frameworks import unavailable_reason
 
 _NO_CELLS = "the overrides give no cells (an empty sweep axis, such as seed=range(0,0)?): nothing to run"
+# The most cells one sweep may plan (grid points × repeats; README, "Running"). Planning holds every
+# cell in memory and a ledger row per cell; far beyond this a typo (range(0,1000) on three axes)
+# would grow for minutes into gigabytes instead of being refused.
+MAX_SWEEP_CELLS = 100_000
 
 
 @dataclass
@@ -68,10 +73,58 @@ def grid(arguments: Sequence[str]) -> list[list[str]]:
             preset = [f"{key}={value}" for key, value in params.items()]
             parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
             overrides = parser.parse_overrides([*preset, *arguments])
+            refuse_a_grid_too_large(overrides)  # counted from the axes: expanding 10⁹ points is the hang
             (batch,) = BasicSweeper.split_arguments(overrides, None)
         except HydraException as err:
             raise ConfigError(str(err).strip()) from err
     return batch
+
+
+def axis_length(override: Any) -> int:
+    """How many values a sweep override's axis holds, without listing a range's values."""
+    from decimal import Decimal
+
+    from hydra.core.override_parser.types import RangeSweep
+
+    value = override.value()
+    if isinstance(value, RangeSweep) and value.start is not None and value.stop is not None:
+        values = value.range()
+        if isinstance(values, range):
+            return len(values)
+        start, stop, step = (Decimal(str(x)) for x in (value.start, value.stop, value.step))
+        return max(0, math.ceil((stop - start) / step)) if step else 0
+    return sum(1 for _ in override.sweep_string_iterator())  # a choice list or a glob: as long as it is written
+
+
+def grid_size(overrides: Sequence[Any]) -> int:
+    """Grid points the parsed overrides give: the product of the axes, a later override of a key replacing it."""
+    lengths: dict[str, int] = {}
+    for override in overrides:
+        sweeps = override.is_sweep_override() and override.is_discrete_sweep()
+        lengths[override.get_key_element()] = axis_length(override) if sweeps else 1
+    return math.prod(lengths.values())
+
+
+def refuse_a_grid_too_large(overrides: Sequence[Any]) -> None:
+    points = grid_size(overrides)
+    if points > MAX_SWEEP_CELLS:
+        axes = [f"{o.get_key_element()}: {axis_length(o):,}" for o in overrides if o.is_sweep_override()
+                and o.is_discrete_sweep()]  # fmt: skip
+        raise GridTooLargeError(
+            f"the overrides give a grid of {points:,} points ({', '.join(axes)}), more than the "
+            f"{MAX_SWEEP_CELLS:,} cells one sweep may plan: nothing was planned. Split it into several sweeps "
+            "(each with its own --sweep-dir) or sweep fewer values"
+        )
+
+
+def _refuse_too_many_cells(made: int, repeats: int, overrides: Sequence[str]) -> None:
+    """Repeats multiply the grid: checked before a point's repeats are made, so the work stays bounded."""
+    if made + repeats > MAX_SWEEP_CELLS:
+        raise GridTooLargeError(
+            f"the sweep gives more than {MAX_SWEEP_CELLS:,} cells one sweep may plan ({made:,} planned before "
+            f"the point {' '.join(overrides) or '(defaults)'} with repeats={repeats:,}): nothing was planned. "
+            "Split it into several sweeps (each with its own --sweep-dir) or lower repeats"
+        )
 
 
 def plan(
@@ -89,6 +142,7 @@ def plan(
     seen: dict[str, Cell] = {}
     problems: list[tuple[str, str]] = []
     composer = FastComposer()
+    made = 0  # cells made so far, merged ones included: what the repeats cost
     for index, overrides in enumerate(points):
         try:
             config = composer.resolved(overrides)
@@ -96,6 +150,8 @@ def plan(
         except ConfigError as err:
             problems.append((str(err), " ".join(overrides) or "(defaults)"))
             continue
+        _refuse_too_many_cells(made, config["repeats"], overrides)
+        made += config["repeats"]
         for repeat in range(config["repeats"]):
             repeated = {**config, "repeat": repeat}
             cell = Cell(cfgmod.cell_id(repeated), list(overrides), repeated)

@@ -189,3 +189,4 @@ def test_analysis_never_imports_torch_submitit_or_hydra(sweep, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+

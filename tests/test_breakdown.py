@@ -208,13 +208,14 @@ def test_a_pipelines_efficiency_holds_its_bound_against_communication_and_the_wa
     from analysis import breakdown as analysis_breakdown
 
     def dump(timed_in: list[str]) -> dict[str, Any]:
-        parts = dict.fromkeys(PARTS, [0.0])
+        parts = {part: [0.0] for part in PARTS}
         parts.update(forward=[0.05], wait=[0.03])
         communication = {
             "probes": [{"bus_gbps": 1.0}], "timed_in": timed_in, "bound_s": 99.0,  # a stored summary: not read
             "collectives": [{"collective": "send_recv", "payload_bytes": 10**7, "factor": 1.0}],
         }  # fmt: skip
-        return {"phases": {"train": {"breakdown": {"parts_s": parts, "comm_s": [0.01]}}}, "communication": communication}
+        phases = {"train": {"breakdown": {"parts_s": parts, "comm_s": [0.01]}}}
+        return {"phases": phases, "communication": communication}
 
     pipeline = analysis_breakdown.phase_columns([dump(["comm", "wait"])], "train")
     assert pipeline["comm_bound_s"] == pytest.approx(0.01)  # 10 MB at 1 GB/s, recomputed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import orchestrator.pipeline_checks  # noqa: F401 - registers the checkers
+import jobs.checks.pipeline  # noqa: F401 - registers the checkers
 from orchestrator import config as cfgmod
 from orchestrator.errors import ConfigError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import orchestrator.pipeline_checks  # noqa: F401 - registers the checkers
+import jobs.checks.pipeline  # noqa: F401 - registers the checkers
 from jobs import schema
 from orchestrator import sweep
 from orchestrator.runner import run_cell

@@ -1,6 +1,6 @@
 """How many blocks ``jobs.pipeline.blocks.split_blocks`` yields per model, without torch.
 
-Plan-time checks (orchestrator/pipeline_checks.py) need only the count, and building a
+Plan-time checks (jobs/checks/pipeline.py) need only the count, and building a
 torchvision model to count it costs seconds and most of a gigabyte on a login node. The
 counts follow from each family's architecture as torchvision defines it:
 

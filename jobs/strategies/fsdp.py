@@ -11,7 +11,7 @@ For the block wrap the model is rebuilt as ``nn.Sequential`` of its blocks (whic
 ``model(x)``, blocks.py's contract): ``fully_shard`` hooks a module's own ``forward``, and the
 stem and head are groups of the model's children that its ``forward`` never calls as one module.
 
-fp32 only on CPU (plan-time check, orchestrator/fsdp_checks.py); on GPU ``fsdp.param_dtype`` /
+fp32 only on CPU (plan-time check, jobs/checks/fsdp.py); on GPU ``fsdp.param_dtype`` /
 ``fsdp.reduce_dtype`` are FSDP's ``MixedPrecisionPolicy``: the sharded parameters and the
 optimizer stay fp32, blocks compute in ``param_dtype`` and gradients are reduced in ``reduce_dtype``.
 FSDP2 runs on gloo as it is in torch 2.14 (its reduce-scatter and all-gather included), no workaround.

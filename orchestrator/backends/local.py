@@ -16,21 +16,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from orchestrator.backends import local_processes as procs
 from orchestrator.backends.base import Backend, CellJob, SchedulerState, ShapeGroup, SubmitOutcome, register
+from orchestrator.entry_point import no_room_reason
+from orchestrator.errors import ExitCode, NoRoomError, Terminated
 from orchestrator.ledger import AttemptRow, Ledger, fault_point
 from orchestrator.paths import SweepPaths
 from orchestrator.runner import run_cell
 
 _POLL_S = 0.2
+_STOP_GRACE_S = 5.0  # an interrupted cell's processes get this long to end on SIGTERM, then SIGKILL
 QUEUED = "queued: starts when the cells before it have ended"
 NEVER_STARTED = "never started: the command that queued it ended first; rerun the same command or `dnnbench resubmit`"
 ENDED = "its process ended without an outcome"
@@ -59,18 +64,42 @@ class LocalBackend(Backend):
         slots = _Slots(max(1, int(self.cluster.get("array_parallelism") or 1)), progress)
         slots.adopt(_live_attempts(ledger))
         outcome = SubmitOutcome()
-        started = 0
+        ours: list[_Started] = []  # every job this command started, or was starting when it was stopped
         try:
             for cell, name, (submission, attempt) in zip(cells, names, queued, strict=True):
                 slots.wait_for_room()
-                job = self._start(executor, ledger, paths.cell(cell.cell_id).attempt(attempt), cell, name, submission)
+                ours.append(_Started(submission, name, paths.cell(cell.cell_id).attempt(attempt)))
+                job = self._start(executor, ledger, ours[-1].attempt_dir, cell, name, submission)
                 outcome.job_ids.append(str(job.job_id))
                 slots.add(job, name)
-                started += 1
             slots.wait_all()
-        finally:  # an error or Ctrl-C: the cells not started say so now, not only at the next command
-            ledger.drop_queued([submission for submission, _ in queued[started:]], NEVER_STARTED)
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the user's stop, not the cells' failure
+            with signals_held():  # a second Ctrl-C must not cut the settling short
+                ledger.drop_queued([submission for submission, _ in queued[len(ours) :]], NEVER_STARTED)
+                for job in ours:
+                    settle_interrupted(ledger, job, interruption(err))
+            raise
+        except (NoRoomError, OSError) as err:
+            raise self._no_room(ledger, err, started=len(outcome.job_ids)) from err
+        finally:  # an error: the cells not started say so now, not only at the next command
+            ledger.drop_queued([submission for submission, _ in queued[len(ours) :]], NEVER_STARTED)
         return outcome
+
+    def _no_room(self, ledger: Ledger, err: OSError | NoRoomError, *, started: int) -> BaseException:
+        """The error a full (or read-only) disk ends a local sweep with: named, and exit 3 once cells ran."""
+        reason = str(err) if isinstance(err, NoRoomError) else no_room_reason(err)
+        if reason is None:
+            return err
+        with contextlib.suppress(NoRoomError):  # the cell being started when room ran out: running, or never started
+            self.resolve_pending(ledger)
+        if not started:
+            return NoRoomError(reason)
+        stopped = NoRoomError(
+            f"{reason}; the sweep stopped after starting {started} cell(s): `dnnbench status` says how each "
+            "ended; free space there and rerun the same command for the rest"
+        )
+        stopped.exit_code = ExitCode.CELLS_FAILED  # cells ran: not "nothing was submitted or changed"
+        return stopped
 
     @staticmethod
     def _start(executor: Any, ledger: Ledger, out_dir: Path, cell: CellJob, job_name: str, submission: int) -> Any:
@@ -116,11 +145,82 @@ class LocalBackend(Backend):
 
 def start_here(ledger: Ledger, cell_id: str) -> int:
     """``dnnbench run``: this process runs the cell itself; record it as the new attempt's process."""
+    return begin_here(ledger, cell_id)[1]
+
+
+def begin_here(ledger: Ledger, cell_id: str) -> tuple[_Started, int]:
+    """:func:`start_here`, also returning the job (to settle it with if the run is interrupted)."""
     name = f"run-{cell_id}-{uuid.uuid4().hex[:8]}"
     submission, (attempt,) = ledger.begin_submission(name, LocalBackend.name, "this machine", [cell_id], None)
     os.environ[procs.JOB_ENV] = name  # the launcher and its ranks carry the job's name
     ledger.finish_submission(submission, str(os.getpid()), "submitted", process=procs.record(os.getpid()))
-    return attempt
+    attempt_dir = SweepPaths(ledger.path.parent).cell(cell_id).attempt(attempt)
+    return _Started(submission, name, attempt_dir), attempt
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A local job this command started: its ledger row, the name its processes carry, its folder."""
+
+    submission: int
+    job_name: str
+    attempt_dir: Path
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block has ended (then they interrupt as usual)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def interruption(err: KeyboardInterrupt) -> str:
+    """What the ledger says of an attempt its command's interruption cut short."""
+    how = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C (SIGINT)"
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"interrupted: {how} stopped `dnnbench {' '.join(sys.argv[1:2])}` (pid {os.getpid()}) at {when} "
+        "before the cell ended; rerun the same command to run it again"
+    )
+
+
+def settle_interrupted(ledger: Ledger, job: _Started, note: str, grace_s: float = _STOP_GRACE_S) -> None:
+    """Stop what is left of an interrupted job, then record it as interrupted unless it completed.
+
+    A cell that completed before the stop keeps its attempt (it is measured); any other is
+    interrupted, so the next run of the same command runs it again instead of calling it failed.
+    Its processes are ended first: nothing may write into the attempt after it is settled.
+    """
+    if _completed(job.attempt_dir):
+        return
+    # A process that outlives SIGKILL may still finish the cell: left as submitted, `status` says running.
+    if _stop_processes(job.job_name, grace_s) and not _completed(job.attempt_dir):
+        ledger.mark_interrupted(job.submission, note)
+
+
+def _completed(attempt_dir: Path) -> bool:
+    from orchestrator.status import read_outcome
+
+    outcome = read_outcome(attempt_dir)
+    return outcome is not None and outcome.get("state") == "completed"
+
+
+def _stop_processes(job_name: str, grace_s: float) -> bool:
+    """SIGTERM every process of the job, SIGKILL what is left after ``grace_s``; True once none is left."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        for pid in procs.job_processes(job_name):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while procs.job_processes(job_name) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        if not procs.job_processes(job_name):
+            return True
+    return False
 
 
 def attempt_state(

@@ -9,6 +9,7 @@ and ``squeue`` still give an answer, and no call may hang (timeouts on every cal
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from jobs.schema import open_regular
 from orchestrator.backends.base import Backend, CellJob, SchedulerState, Shape, ShapeGroup, SubmitOutcome, register
 from orchestrator.backends.slurm_limits import read_limits
 from orchestrator.errors import SubmissionError
@@ -169,7 +171,7 @@ def task_logs(log_dir: Path, job_key: str) -> list[Path]:
 
 def _tail_lines(path: Path) -> list[str]:
     try:
-        with path.open("rb") as handle:
+        with os.fdopen(open_regular(path), "rb") as handle:  # never blocks on a FIFO
             handle.seek(max(0, handle.seek(0, 2) - LOG_TAIL_BYTES))
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:

@@ -19,7 +19,7 @@ def _no_gpu_reason(config: dict[str, Any]) -> str | None:
     if config["device"] == "cpu":
         return "device=cpu"
     if cluster.get("backend") == "local":
-        from orchestrator.config import _gpu_visible_here
+        from jobs.checks.hardware import gpu_visible_here as _gpu_visible_here
 
         # The local backend runs the cell on this machine (Slurm's request_gpus means nothing there).
         if config["device"] == "auto" and not _gpu_visible_here():
