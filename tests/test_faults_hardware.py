@@ -272,7 +272,8 @@ def test_compare_of_disjoint_grids_says_only_which_side_has_each_row(tmp_path: P
     assert sorted(r["significant"] for r in rows) == ["only in A", "only in A", "only in B", "only in B"]
     assert all(r["environment_differs"] == "False" and r["ratio"] == "" for r in rows), rows
     table = [line for line in text.splitlines() if line.startswith("| ddp")]
-    assert len(table) == 4 and all(line.endswith("|  |") for line in table), table
+    # No environment difference to name, and no step to compare ("what changed": –).
+    assert len(table) == 4 and all(line.endswith("|  | – |") for line in table), table
     assert "Confound" not in text
 
 
