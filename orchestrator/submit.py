@@ -10,10 +10,12 @@ import hashlib
 import json
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from jobs.schema import read_bytes, with_added_defaults
 from orchestrator.backends import get_backend
@@ -88,17 +90,73 @@ def _is_dry_run_manifest(path: Path) -> bool:
 
 
 def _write_manifest(paths: SweepPaths, plan: SweepPlan, *, dry_run: bool) -> None:
-    """sweep.json marks the folder as a sweep: written first, kept once a real run wrote it."""
+    """sweep.json marks the folder as a sweep: written first, kept once a real run wrote it, and
+    told of every further grid a real run adds to the folder (``grids``)."""
     if paths.manifest.exists() and not _is_dry_run_manifest(paths.manifest):
+        if not dry_run:
+            _record_grid(paths, plan)
         return
     manifest = {"arguments": plan.arguments, "created_at": time.time(), "cells": len(plan.cells),
-                "cell_id_scheme": CELL_ID_SCHEME}  # fmt: skip
+                "cell_id_scheme": CELL_ID_SCHEME, "grids": [_grid_entry(plan)]}  # fmt: skip
     if dry_run:
         manifest["dry_run"] = True
     paths.root.mkdir(parents=True, exist_ok=True)
+    _replace_manifest(paths, manifest)
+
+
+def _grid_entry(plan: SweepPlan) -> dict[str, Any]:
+    return {"arguments": plan.arguments, "created_at": time.time(), "cells": len(plan.cells)}
+
+
+def _replace_manifest(paths: SweepPaths, manifest: dict[str, Any]) -> None:
     tmp = paths.manifest.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(paths.manifest)
+
+
+def recorded_grids(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every grid run into the sweep, in order (manifests from before ``grids`` hold their one)."""
+    grids = manifest.get("grids")
+    if isinstance(grids, list) and grids:
+        return grids
+    return [{"arguments": manifest.get("arguments"), "created_at": manifest.get("created_at"),
+             "cells": manifest.get("cells")}]  # fmt: skip
+
+
+def new_grid(paths: SweepPaths, plan: SweepPlan) -> list[list[str]] | None:
+    """The grids recorded before, when ``plan`` is none of them and adds cells; else None.
+
+    The same overrides (in any order), or only cells the ledger has, are the same sweep continued.
+    """
+    if not paths.manifest.is_file() or _is_dry_run_manifest(paths.manifest):
+        return None
+    grids = [g.get("arguments") for g in recorded_grids(json.loads(paths.manifest.read_text()))]
+    if any(isinstance(g, list) and sorted(map(str, g)) == sorted(plan.arguments) for g in grids):
+        return None
+    if paths.ledger.is_file():
+        try:
+            planned = set(ledger_cell_ids(paths.ledger))  # read-only
+        except sqlite3.DatabaseError:  # an empty ledger a killed start left: no cells recorded
+            planned = set()
+        if planned and {cell.id for cell in plan.cells} <= planned:
+            return None  # spelt otherwise (seed=1,2 vs seed=range(1,3)), or a part of the sweep
+    return [list(map(str, g)) if isinstance(g, list) else [] for g in grids]
+
+
+def _record_grid(paths: SweepPaths, plan: SweepPlan) -> None:
+    """Add ``plan``'s grid to sweep.json beside the ones run before, and say so."""
+    before = new_grid(paths, plan)
+    if before is None:
+        return
+    manifest = json.loads(paths.manifest.read_text())
+    manifest["grids"] = [*recorded_grids(manifest), _grid_entry(plan)]
+    _replace_manifest(paths, manifest)
+    shown = "; ".join(f"`{' '.join(g) or '(defaults)'}`" for g in before)
+    print(
+        f"note: {paths.root} was planned with {shown}; this grid (`{' '.join(plan.arguments) or '(defaults)'}`) "
+        "is added to it: sweep.json lists every grid under `grids`, and the sweep's table holds the cells of all",
+        file=sys.stderr,
+    )
 
 
 def sweep_folder(plan: SweepPlan, sweep_dir: Path) -> SweepPaths:
@@ -106,34 +164,7 @@ def sweep_folder(plan: SweepPlan, sweep_dir: Path) -> SweepPaths:
     paths = SweepPaths.writable(sweep_dir)
     check_sweep_folder(paths.root, {c.config["cluster"]["backend"] for c in plan.cells})
     check_cell_id_scheme(paths.manifest)
-    check_same_grid(paths, plan)
     return paths
-
-
-def check_same_grid(paths: SweepPaths, plan: SweepPlan) -> None:
-    """Refuse another grid in a folder a real run planned: sweep.json and the ledger describe one sweep.
-
-    The same overrides (in any order: they name the same folder by default) or the same cells are
-    the same sweep, continued; a dry run's sweep.json is only a mark and is replaced.
-    """
-    if not paths.manifest.is_file() or _is_dry_run_manifest(paths.manifest):
-        return
-    recorded = json.loads(paths.manifest.read_text()).get("arguments")  # readable: check_cell_id_scheme read it
-    if isinstance(recorded, list) and sorted(map(str, recorded)) == sorted(plan.arguments):
-        return
-    if paths.ledger.is_file():
-        try:
-            planned = set(ledger_cell_ids(paths.ledger))  # read-only: nothing is written before the check
-        except sqlite3.DatabaseError:  # an empty ledger a killed start left: no cells recorded
-            planned = set()
-        if planned and planned == {cell.id for cell in plan.cells}:
-            return  # spelt otherwise (seed=1,2 vs seed=range(1,3)), the same cells
-    shown = " ".join(map(str, recorded)) if isinstance(recorded, list) else repr(recorded)
-    raise ConfigError(
-        f"{paths.root} holds another sweep: it was planned with `{shown or '(defaults)'}`, not "
-        f"`{' '.join(plan.arguments) or '(defaults)'}`; nothing was written. To continue that sweep, rerun it "
-        "with its own overrides; to run this grid, choose another --sweep-dir"
-    )
 
 
 def prepare(plan: SweepPlan, sweep_dir: Path) -> tuple[SweepPaths, Ledger]:
@@ -157,7 +188,7 @@ def preview(plan: SweepPlan, sweep_dir: Path) -> SubmitReport:
     paths = sweep_folder(plan, sweep_dir)
     attempted: set[str] = set()
     if paths.ledger.exists():
-        with Ledger(paths.ledger) as ledger:
+        with Ledger(paths.ledger, read_only=True) as ledger:  # a dry run changes nothing of the sweep
             attempted = {c for c, row in ledger.latest_attempts().items() if row.submission_state != "interrupted"}
     cluster = plan.cells[0].config["cluster"] if plan.cells else {"backend": "local"}
     backend = get_backend(cluster)

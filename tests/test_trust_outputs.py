@@ -93,15 +93,28 @@ def test_vanished_cell_folder_is_missing_in_status_and_rerun_after_replanning(sw
 # ------------------------------------------------------------- 2. another grid, same folder ----
 
 
-@pytest.mark.parametrize("flag", [[], ["--dry-run"]], ids=["run", "dry-run"])
-def test_another_grid_in_a_sweep_folder_is_refused_before_anything_is_written(sweep: Path, flag: list[str]) -> None:
+def test_a_dry_run_of_another_grid_in_a_sweep_folder_changes_nothing(sweep: Path) -> None:
     before = contents(sweep)
-    done = dnnbench("sweep", *NOOP, "seed=1,2,3,4", "--sweep-dir", str(sweep), "--no-aggregate", *flag,
+    done = dnnbench("sweep", *NOOP, "seed=1,2,3,4", "--sweep-dir", str(sweep), "--no-aggregate", "--dry-run",
                     cwd=sweep.parent)  # fmt: skip
-    assert done.returncode == ExitCode.ERROR, done.stdout + done.stderr
-    assert "holds another sweep" in done.stderr and "seed=1,2,3 " not in done.stderr
-    assert "seed=1,2,3`" in done.stderr and "seed=1,2,3,4`" in done.stderr and "another --sweep-dir" in done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     assert contents(sweep) == before
+
+
+def test_another_grid_in_a_sweep_folder_is_recorded_beside_the_first_and_said(tmp_path: Path) -> None:
+    """A sweep may grow by further grids (more seeds, a 2-node cell): sweep.json keeps every grid,
+    the command says so, and the table and status hold the cells of all."""
+    sweep = tmp_path / "grown"
+    assert run_sweep(sweep, "seed=1,2").returncode == 0
+    done = run_sweep(sweep, "seed=3")
+    assert done.returncode == 0, done.stderr
+    assert "was planned with `" in done.stderr and "seed=1,2" in done.stderr and "is added to it" in done.stderr
+    grids = [g["arguments"] for g in json.loads((sweep / "sweep.json").read_text())["grids"]]
+    assert [next(a for a in g if a.startswith("seed=")) for g in grids] == ["seed=1,2", "seed=3"]
+    assert "3 completed" in dnnbench("status", str(sweep), cwd=sweep.parent).stdout
+    again = run_sweep(sweep, "seed=3")  # a grid already recorded: continued, not recorded twice
+    assert again.returncode == 0 and "is added to it" not in again.stderr
+    assert len(json.loads((sweep / "sweep.json").read_text())["grids"]) == 2
 
 
 @pytest.mark.parametrize("grid", [["seed=1,2,3"], ["seed=range(1,4)"]], ids=["same", "same-cells-spelt-otherwise"])
