@@ -20,6 +20,7 @@ def test_auto_shape_runs_across_two_nodes(slurm_cluster, tmp_path: Path) -> None
         "sweep", "framework=pipeline", "model=resnet18", "dataset=synthetic", "nodes=2", "gpus=1", "steps=3",
         "warmup_steps=1", "val_steps=2", "batch_size=16", "cluster=slurm", "cluster.request_gpus=false",
         "cluster.cpus_per_gpu=1", "model.time_limit_min=10", "cluster.interconnect_gbps=0.01",
+        "pipeline.bandwidth=config",  # the configured link, not the one the cell measures (loopback-fast here)
         "--sweep-dir", str(sweep),
     )  # fmt: skip
     finished = dnnbench("wait", str(sweep), "--timeout", "300")
