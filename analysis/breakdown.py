@@ -26,6 +26,7 @@ import statistics
 from typing import Any
 
 from analysis import per_config
+from jobs import schema
 
 PARTS = ("data", "forward", "backward", "exposed_comm", "optimizer", "wait", "other")  # jobs.breakdown.PARTS
 PART_COLUMNS = tuple(f"{part}_s" for part in PARTS)
@@ -59,7 +60,7 @@ def phase_columns(docs: list[dict[str, Any]], phase: str) -> dict[str, float]:
     out = {column: _mean(values) for column, values in per_rank.items()}
     bound = math.nan
     if phase == "train":
-        bounds = [b for d in docs if (b := communication_bound_s(d.get("communication"))) is not None]
+        bounds = [b for d in docs if (b := _bound_s(d.get("communication"))) is not None]
         bound = max(bounds) if bounds else math.nan
     out["comm_bound_s"] = bound
     timed = _communication_time(out, docs)
@@ -67,14 +68,9 @@ def phase_columns(docs: list[dict[str, Any]], phase: str) -> dict[str, float]:
     return out
 
 
-def communication_bound_s(section: dict[str, Any] | None) -> float | None:
-    """A step's communication lower bound, recomputed from the section's collectives and its world
-    probe (never the stored ``bound_s``): Σ payload × factor ÷ bus bandwidth."""
-    if not section or not section.get("probes"):
-        return None
-    bandwidth = section["probes"][0]["bus_gbps"]
-    moved = sum(c["payload_bytes"] * c["factor"] for c in section["collectives"])
-    return moved / (bandwidth * 1e9) if bandwidth > 0 else None
+def _bound_s(section: dict[str, Any] | None) -> float | None:
+    """The step's bound recomputed from the section's collectives and probes, never its ``bound_s``."""
+    return schema.communication_bound_s(section["collectives"], section["probes"]) if section else None
 
 
 def _communication_time(out: dict[str, float], docs: list[dict[str, Any]]) -> float:

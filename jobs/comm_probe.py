@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from jobs.schema import collective_factor
+from jobs.schema import bytes_moved, collective_factor, communication_bound_s
 
 # 256 KiB to 32 MiB: from latency-bound to bandwidth-bound on every interconnect we target; the
 # largest is the size of DDP's default bucket (25 MiB) rounded up.
@@ -94,13 +94,10 @@ def section(
     is communicated)."""
     if not probes:
         return None
-    moved = sum(c["payload_bytes"] * c["factor"] for c in collectives)
-    # The slowest link a step's collectives cross bounds it: the world group's probe.
-    bandwidth = probes[0]["bus_gbps"]
     return {
         "probes": probes,
         "collectives": collectives,
-        "bytes_per_step": moved,
-        "bound_s": moved / (bandwidth * GB) if bandwidth > 0 else None,
+        "bytes_per_step": bytes_moved(collectives),
+        "bound_s": communication_bound_s(collectives, probes),
         "timed_in": list(timed_in),
     }

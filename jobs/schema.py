@@ -930,6 +930,18 @@ def collective_factor(collective: str, processes: int) -> float:
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")
 
 
+def bytes_moved(collectives: list[dict[str, Any]]) -> float:
+    """Bytes a step's collectives send from one process: Σ payload × the algorithm's factor."""
+    return math.fsum(c["payload_bytes"] * c["factor"] for c in collectives)
+
+
+def communication_bound_s(collectives: list[dict[str, Any]], probes: list[dict[str, Any]]) -> float | None:
+    """A step's communication lower bound: its bytes over the world group's probed bus bandwidth
+    (the slowest link the step's collectives cross); None without a probe or a bandwidth."""
+    bandwidth = probes[0]["bus_gbps"] if probes else 0
+    return bytes_moved(collectives) / (bandwidth * 1e9) if bandwidth > 0 else None
+
+
 def _non_negative_numbers(values: list[Any], nullable: bool = False) -> bool:
     present = [v for v in values if v is not None] if nullable else values
     return not present or (set(map(type, present)) <= _NUMBER_TYPES and min(present) >= 0)
@@ -1004,11 +1016,11 @@ def _communication_reasons(doc: Mapping[str, Any]) -> list[str]:
         reasons.append(f"communication.timed_in: {timed_in!r}, expected parts of {list(COMMUNICATION_TIMED_IN)}")
     if reasons:
         return reasons
-    moved = math.fsum(c["payload_bytes"] * c["factor"] for c in section["collectives"])
+    moved = bytes_moved(section["collectives"])
     if abs(section["bytes_per_step"] - moved) > _RATIO_TOLERANCE * moved + 1e-6:
         reasons.append(f"communication.bytes_per_step: {section['bytes_per_step']:.6g}, "
                        f"but the collectives move {moved:.6g}")  # fmt: skip
-    bound, expected = section["bound_s"], moved / (section["probes"][0]["bus_gbps"] * 1e9)
+    bound, expected = section["bound_s"], communication_bound_s(section["collectives"], section["probes"]) or 0.0
     if bound is None or abs(bound - expected) > _RATIO_TOLERANCE * expected + 1e-12:
         reasons.append(f"communication.bound_s: {bound!r}, but bytes ÷ the world probe's bandwidth = {expected:.6g}")
     return reasons

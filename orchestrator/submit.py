@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.schema import read_bytes, with_added_defaults
+from jobs.schema import read_bytes, with_added_defaults, write_atomic
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import CellJob, Shape, ShapeGroup
 from orchestrator.cell_identity import CELL_ID_SCHEME, check_cell_id_scheme
@@ -101,17 +101,13 @@ def _write_manifest(paths: SweepPaths, plan: SweepPlan, *, dry_run: bool) -> Non
     if dry_run:
         manifest["dry_run"] = True
     paths.root.mkdir(parents=True, exist_ok=True)
-    _replace_manifest(paths, manifest)
+    write_atomic(paths.manifest, manifest)
 
 
 def _grid_entry(plan: SweepPlan) -> dict[str, Any]:
     return {"arguments": plan.arguments, "created_at": time.time(), "cells": len(plan.cells)}
 
 
-def _replace_manifest(paths: SweepPaths, manifest: dict[str, Any]) -> None:
-    tmp = paths.manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(paths.manifest)
 
 
 def recorded_grids(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,7 +146,7 @@ def _record_grid(paths: SweepPaths, plan: SweepPlan) -> None:
         return
     manifest = json.loads(paths.manifest.read_text())
     manifest["grids"] = [*recorded_grids(manifest), _grid_entry(plan)]
-    _replace_manifest(paths, manifest)
+    write_atomic(paths.manifest, manifest)
     shown = "; ".join(f"`{' '.join(g) or '(defaults)'}`" for g in before)
     print(
         f"note: {paths.root} was planned with {shown}; this grid (`{' '.join(plan.arguments) or '(defaults)'}`) "

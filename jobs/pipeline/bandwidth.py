@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jobs.pipeline.planner import Topology
+from jobs.schema import write_atomic
 
 BANDWIDTH_SOURCES = ("measured", "config")  # the values of pipeline.bandwidth
 
@@ -75,8 +75,5 @@ def cached(key: str, measured: PlannedBandwidth, *, refresh: bool = False) -> Pl
                                     str(stored["source"]))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is measured again, never trusted
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(measured.__dict__))
-    os.replace(tmp, path)  # concurrent cells: the last complete file wins, never half of one
+    write_atomic(path, measured.__dict__)  # concurrent cells: the last complete file wins, never half of one
     return measured
