@@ -210,7 +210,7 @@ class SweepPaths:
             if paths.is_sweep():
                 if paths.ledger.is_file():
                     _check_ledger(paths.ledger, allow_empty=True)
-            elif any(entry.name != LOCK_FILE for entry in target.iterdir()):  # the lock alone: a start cut short
+            elif not all(_start_under_way(entry.name) for entry in target.iterdir()):
                 raise NotASweepError(
                     f"{path} is a folder of other files, not a sweep (no {MANIFEST_FILE} or {LEDGER_FILE}): "
                     "refusing to write a sweep into it; choose a new or empty folder"
@@ -346,6 +346,12 @@ def connect_read_only(path: Path, *, live: bool = True) -> sqlite3.Connection:
             ) from err
         raise
     return db
+
+
+def _start_under_way(name: str) -> bool:
+    """The lock, or sweep.json being written (jobs.schema.write_atomic's temporary file): what a
+    sweep's start leaves while under way beside it, or when cut short."""
+    return name == LOCK_FILE or (name.startswith(f".{MANIFEST_FILE}.") and name.endswith(".tmp"))
 
 
 def _quoted(name: str) -> str:
