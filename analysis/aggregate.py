@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis import confounds, energy_figure, stragglers, study
+from analysis import confounds, energy_figure, env_effect, stragglers, study
 from analysis.errors import AnalysisError
+from jobs.atomic import write_atomic_text
 from orchestrator.paths import CELLS_DIR, RESULTS_DIR, SweepPaths
 
 ENVIRONMENTS_FILE = "environments.json"
@@ -87,9 +88,11 @@ def _write_all(target: Path, done: Aggregated, *, figures: bool, report: bool, s
 
     done.written += write_tables(target, done.results, done.loaded, done.warnings)
     fault_point("tables_written")
-    (target / ENVIRONMENTS_FILE).write_text(json.dumps(done.environments, indent=1, default=str))
+    write_atomic_text(target / ENVIRONMENTS_FILE, json.dumps(done.environments, indent=1, default=str))
     done.written.append(target / ENVIRONMENTS_FILE)
     done.written.append(stragglers.write(target, done.loaded.ranks, straggler_threshold))
+    # Before the report: its framework × environment section reads env_effect.csv (commands and all).
+    done.written += env_effect.write(target, done.results, done.loaded.sweeps, figures=figures)
     if figures:
         from analysis.figures import write_figures
 
@@ -137,7 +140,9 @@ def read_results(path: str | os.PathLike[str]) -> Aggregated:
         raise AnalysisError(f"cannot read results table {table}: {err}") from err
     for column in ("confound", "rank_environments_differ", "environment_hash"):
         if column in results:
-            results[column] = results[column].fillna("").astype(str)
+            # A column empty in every row reads back from a CSV as float64 NaN, which cannot hold
+            # text: make it text first, then fill (pandas refuses a str fill of a float column).
+            results[column] = results[column].astype(object).fillna("").astype(str)
     results = study.derived(results)  # a table written before these columns gets them from its own
     problems_file = folder / "incomplete.csv"
     columns = ["sweep", "cell_id", "attempt", "status", "reason"]

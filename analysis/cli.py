@@ -103,10 +103,11 @@ def _read_references(path: str) -> Any:
 
 def _write_reference_outputs(target: Path, done: Any, references: Any, *, figures: bool) -> None:
     """reference_check.csv, reference.png/.svg and report.html again, now with its reference section."""
+    from analysis.atomic_outputs import write_csv
     from analysis.references import check
 
     table = check(done.results, references)
-    table.to_csv(target / "reference_check.csv", index=False)
+    write_csv(table, target / "reference_check.csv")
     written = [target / "reference_check.csv"]
     if figures:
         from analysis.figures import write_reference_figure
@@ -167,8 +168,9 @@ def report_command(paths: list[str], out: str | None = None) -> int:
     return aggregate_command(paths, out)
 
 
-def _compared(a: str, b: str) -> tuple[Any, list[str]]:
-    """The comparison table of A and B, and the environment fields that differ between matched rows."""
+def _compared(a: str, b: str) -> tuple[Any, list[str], tuple[Any, Any]]:
+    """The comparison table of A and B, the environment fields that differ between matched rows, and
+    what A and B hold (their :class:`analysis.aggregate.Aggregated`)."""
     from analysis.aggregate import load_any
     from analysis.compare import compare, environment_fields
 
@@ -177,7 +179,7 @@ def _compared(a: str, b: str) -> tuple[Any, list[str]]:
     if first.results.empty or second.results.empty:
         raise NoResultsError(f"no results in {a if first.results.empty else b}")
     table = compare(first.results, second.results)
-    return table, environment_fields(table, first.environments, second.environments)
+    return table, environment_fields(table, first.environments, second.environments), (first, second)
 
 
 def _say_confounds(table: Any, fields: list[str]) -> None:
@@ -189,21 +191,36 @@ def _say_confounds(table: Any, fields: list[str]) -> None:
     )
 
 
+def _say_env_effect(first: Any, second: Any) -> None:
+    """Framework × environment over A and B together, when the two span environments (A's first)."""
+    import pandas as pd
+
+    from analysis import env_effect
+
+    sweeps = {**getattr(first.loaded, "sweeps", {}), **getattr(second.loaded, "sweeps", {})}
+    both = pd.concat([first.results, second.results], ignore_index=True)
+    words = env_effect.markdown(env_effect.effect_table(both, sweeps))
+    if words:
+        _say("\n" + words.rstrip())
+
+
 def compare_command(a: str, b: str, out: str | None = None, fail_below: float | None = None) -> int:
     """Per-configuration throughput ratio B/A, its 95 % CI (Fieller) and significance (CIs overlap or not).
 
     ``fail_below``: exit CHECK_FAILED when a row's whole ratio CI lies below it.
     """
+    from analysis.atomic_outputs import write_csv
     from analysis.compare import below, judgeable, markdown
 
     if fail_below is not None and not (math.isfinite(fail_below) and fail_below > 0):
         raise AnalysisError(f"--fail-below must be a positive ratio such as 0.95, got {fail_below}")
-    table, fields = _compared(a, b)
+    table, fields, pair = _compared(a, b)
     _say(f"A = {a}\nB = {b}\n")
     _say(markdown(table))
     _say_confounds(table, fields)
+    _say_env_effect(*pair)
     if out:
-        table.to_csv(out, index=False)
+        write_csv(table, out)
         _say(f"\nWrote {out}")
     if fail_below is None:
         return 0
@@ -301,7 +318,7 @@ def _baseline_verdict(r: Any, gate: float) -> tuple[str, str]:
 
 def _check_baseline(path: str, baseline: str, drop: float) -> tuple[bool, int]:
     """(any row failed, rows judged pass or fail)."""
-    table, fields = _compared(baseline, path)
+    table, fields, _ = _compared(baseline, path)
     gate = 1 - drop
     _say(
         f"\nThroughput against the baseline (A = {baseline}, B = {path}); a row fails when its whole "

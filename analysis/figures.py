@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from analysis.atomic_outputs import write_figure
 from jobs.frameworks import FRAMEWORKS, foreign_knobs
 
 FORMATS = ("png", "svg")
@@ -298,7 +299,7 @@ def save_figure(fig: Any, out: Path, name: str) -> list[Path]:
     written = []
     for fmt in FORMATS:
         path = out / f"{name}.{fmt}"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        write_figure(fig, path, dpi=120, bbox_inches="tight")
         written.append(path)
     plt.close(fig)
     return written

@@ -8,12 +8,9 @@ cell's ``cell.json`` (:func:`jobs.schema.read_attempt`); one missing, corrupt, t
 foreign-version, nonsensical or foreign-config dump excludes the whole cell (listed with
 every reason), it never crashes the aggregation and never averages in.
 
-Global throughput of a cell and phase (the conservative definition)::
-
-    samples of the ranks with counts_samples=true  /  the longest phase time over all ranks
-
-Data parallel: every rank counts, so this is the sum of the ranks' samples over the
-slowest rank's time. Pipeline: only the last stage counts samples.
+Global throughput of a cell and phase: :func:`jobs.throughput.global_throughput` (the
+conservative definition, the same number `dnnbench run` prints). Sweeps, cells and attempts
+are found through :mod:`jobs.layout`, as the orchestrator finds them.
 """
 
 from __future__ import annotations
@@ -33,9 +30,9 @@ from analysis import allocation, breakdown, colocation
 from analysis.errors import AnalysisError
 from analysis.stats import summarize
 from jobs import schema
+from jobs.layout import CELL_FILE, AttemptPaths, CellPaths, SweepLayout, has_cells, sweep_folders
+from jobs.throughput import global_throughput
 
-OUTCOME_FILE = "outcome.json"  # orchestrator.paths.OUTCOME_FILE (not imported: keeps this light)
-CELL_FILE = "cell.json"  # orchestrator.paths: the resolved config the ranks read
 # The keys that make two environments comparable; jobs.environment owns the list.
 COMPARABLE_KEYS = schema.COMPARABLE_KEYS
 _PARALLEL_MIN_CELLS = 400
@@ -89,12 +86,7 @@ def find_sweeps(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for raw in paths:
         path = Path(raw).expanduser()
-        if (path / "cells").is_dir():
-            roots = [path]
-        elif path.is_dir():
-            roots = sorted(p for p in path.iterdir() if (p / "cells").is_dir())
-        else:
-            roots = []
+        roots = [root for root in sweep_folders(path) if has_cells(root)] if path.is_dir() else []
         if not roots:
             raise AnalysisError(
                 f"{raw}: not a sweep folder (no cells/ inside, nor sweeps below it). "
@@ -106,21 +98,6 @@ def find_sweeps(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
                 name = f"{root.resolve().parent.name}/{name}"
             found[name] = root
     return found
-
-
-def _cell_dirs(root: Path) -> list[Path]:
-    with os.scandir(root / "cells") as entries:
-        return sorted(Path(e.path) for e in entries if e.is_dir())
-
-
-def _attempts(cell_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    with os.scandir(cell_dir) as entries:
-        for entry in entries:
-            head, _, number = entry.name.partition("_")
-            if head == "attempt" and number.isdigit() and entry.is_dir():
-                found.append((int(number), Path(entry.path)))
-    return sorted(found)
 
 
 # --------------------------------------------------------------------------- one cell
@@ -138,7 +115,7 @@ class CellFile:
 
 def read_cell_file(cell_dir: Path) -> CellFile:
     """The cell's ``cell.json``; an unreadable one is a reason to exclude the cell (its dumps cannot be checked)."""
-    doc, error = schema.read_json(cell_dir / CELL_FILE)
+    doc, error = schema.read_json(CellPaths(cell_dir).cell_file)
     if error:
         return CellFile(reasons=[f"{CELL_FILE} {error}: the dumps cannot be checked against their cell"])
     config = doc.get("config") if isinstance(doc, dict) else None
@@ -157,19 +134,11 @@ def _read_attempt(attempt_dir: Path, cell: CellFile, expected: Any = None) -> tu
     """
     world = cell.world_size
     if world is None:
-        world = expected if type(expected) is int and expected > 0 else _ranks_present(attempt_dir)
+        world = expected if type(expected) is int and expected > 0 else AttemptPaths(attempt_dir).ranks_present()
     if not world:
         return [], [*cell.reasons, "no rank dumps"]
     docs, reasons = schema.read_attempt(attempt_dir, world, cell.config, cell.cell_id)
     return docs, [*cell.reasons, *reasons]
-
-
-def _ranks_present(attempt_dir: Path) -> int:
-    """One more than the highest N of the ``rank_<N>.json`` files present (0 when none)."""
-    with os.scandir(attempt_dir) as entries:
-        names = [e.name for e in entries if e.name.startswith("rank_") and e.name.endswith(".json")]
-    numbers = [int(n[len("rank_") : -len(".json")]) for n in names if n[len("rank_") : -len(".json")].isdigit()]
-    return max(numbers) + 1 if numbers else 0
 
 
 def _timeline(attempt_dir: Path, first: dict[str, Any]) -> str:
@@ -180,14 +149,14 @@ def _timeline(attempt_dir: Path, first: dict[str, Any]) -> str:
 
 def _choose_attempt(cell: CellRead, cell_dir: Path):
     """(attempt number, its dumps) of the attempt that counts, or (None, None)."""
-    attempts = _attempts(cell_dir)
+    attempts = CellPaths(cell_dir).numbered_attempts()
     if not attempts:
         cell.problem(None, "no attempt folder (never started)")
         return None, None
     cell_file = read_cell_file(cell_dir)
     skipped: list[tuple[int, str]] = []
     for number, path in reversed(attempts):
-        outcome, error = schema.read_json(path / OUTCOME_FILE)
+        outcome, error = schema.read_json(AttemptPaths(path).outcome)
         if isinstance(outcome, dict) and outcome.get("state") == "completed":
             docs, reasons = _read_attempt(path, cell_file, outcome.get("ranks_expected"))
             if reasons:
@@ -211,7 +180,7 @@ def _choose_attempt(cell: CellRead, cell_dir: Path):
             cell.problem(later, f"attempt {later} ignored ({detail}); using attempt {chosen}", excluded=False)
         for older, older_path in attempts:
             if older < chosen:
-                previous, _ = schema.read_json(older_path / OUTCOME_FILE)
+                previous, _ = schema.read_json(AttemptPaths(older_path).outcome)
                 if isinstance(previous, dict) and previous.get("state") == "completed":
                     cell.problem(
                         older,
@@ -268,16 +237,13 @@ def _phase_row(docs: list[dict[str, Any]], phase: str) -> tuple[dict[str, Any], 
     counting = [p for d, p in zip(docs, records, strict=True) if d["counts_samples"]]
     if not counting:
         return {}, f"{phase}: no rank has counts_samples=true"
-    samples = sum(p["samples"] for p in counting)
-    seconds = max(p["seconds"] for p in records)
+    samples, seconds, throughput = global_throughput(docs, phase)
     steps = min(len(p["step_times_s"]) for p in records)
     per_step = math.fsum(p["samples"] / p["timed_steps"] for p in counting if p["timed_steps"])
-    step_tp = []
-    for i in range(steps):
-        slowest = max(p["step_times_s"][i] for p in records)
-        # Validated dumps always pass; the guard keeps a step that cannot be a rate out of the statistics.
-        if per_step > 0 and 0 < slowest < math.inf:
-            step_tp.append(per_step / slowest)
+    # The slowest rank of each step (the lists cut to the shortest): max over zipped lists runs in C.
+    slowest_of_step = list(map(max, zip(*(p["step_times_s"][:steps] for p in records), strict=True)))
+    # Validated dumps always pass; the guard keeps a step that cannot be a rate out of the statistics.
+    step_tp = [per_step / slowest for slowest in slowest_of_step if per_step > 0 and 0 < slowest < math.inf]
     step_stats = summarize(step_tp)
     correct = [p.get("correct") for p in records if p.get("correct") is not None]
     evaluated = [p.get("evaluated") for p in records if p.get("evaluated") is not None]
@@ -286,7 +252,7 @@ def _phase_row(docs: list[dict[str, Any]], phase: str) -> tuple[dict[str, Any], 
         "phase": phase,
         "samples": samples,
         "seconds": seconds,
-        "throughput": samples / seconds if seconds > 0 else math.nan,
+        "throughput": throughput,
         "rank_throughput_min": min(p["throughput_samples_per_s"] for p in counting),
         "rank_throughput_max": max(p["throughput_samples_per_s"] for p in counting),
         "timed_steps": steps,
@@ -357,7 +323,7 @@ def _joined(reasons: set[str]) -> str:
 
 
 def _stage_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pipeline stage balance: predicted and measured time per stage and step (jobs/schema.py types the
+    """Pipeline stage balance: predicted and measured time per stage and step (jobs/schema/pipeline_section.py types the
     section; every rank's ``per_stage`` describes every stage, so the first rank's is read)."""
     section = docs[0].get("pipeline")
     if not isinstance(section, dict):
@@ -431,13 +397,15 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         "nodes": config.get("nodes"),
         # The Slurm partition the cell asked for ("" = the cluster's default, and local runs).
         "partition": (config.get("cluster") or {}).get("partition") or "",
+        # The named environment the cell declared (its ranks were checked against its lock); older dumps: current.
+        "env": (config.get("env") or {}).get("name") or "current",
         "world_size": first["world_size"],
         "repeat": first["repeat"],
         "device_type": first["device_type"],
         "memory_kind": first["memory_kind"],
         "environment_hash": schema.environment_hash(environment),
         "rank_environments_differ": _rank_env_difference(docs) if len(hashes) > 1 else "",
-        "timeline": _timeline(path / f"attempt_{attempt}", first),
+        "timeline": _timeline(CellPaths(path).attempt(attempt), first),
         **allocation.cell_columns(docs, config),  # what each rank was given against what the cell asked
         **pipeline_columns(docs),
         **model_state_columns(docs),
@@ -455,7 +423,7 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
             {
                 **base,
                 **row,
-                **colocation.phase_columns(docs, path / f"attempt_{attempt}", phase),
+                **colocation.phase_columns(docs, CellPaths(path).attempt(attempt), phase),
                 **breakdown.phase_columns(docs, phase),  # where the step went
             }
         )
@@ -544,7 +512,7 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
     import pandas as pd
 
     sweeps = find_sweeps(paths)
-    jobs = [(name, str(d)) for name, root in sweeps.items() for d in _cell_dirs(root)]
+    jobs = [(name, str(d)) for name, root in sweeps.items() for d in SweepLayout(root).cell_folders()]
     problems: list[dict[str, Any]] = _vanished_cells(sweeps, jobs)
     rows: list[dict[str, Any]] = []
     ranks: list[dict[str, Any]] = []
@@ -577,14 +545,14 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
 
 def _vanished_cells(sweeps: dict[str, Path], jobs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """A problem row per cell the sweep's ledger planned whose folder is gone: counted, never dropped silently."""
-    from orchestrator.paths import LEDGER_FILE, ledger_cell_ids
+    from orchestrator.paths import ledger_cell_ids  # read-only SQLite: the orchestrator owns the ledger
 
     present = {(sweep, Path(cell_dir).name) for sweep, cell_dir in jobs}
     vanished = []
     for name, root in sweeps.items():
-        if not (root / LEDGER_FILE).is_file():  # the dumps alone (a pulled copy): nothing to hold them to
+        if not SweepLayout(root).ledger.is_file():  # the dumps alone (a pulled copy): nothing to hold them to
             continue
-        for cell_id in ledger_cell_ids(root / LEDGER_FILE):
+        for cell_id in ledger_cell_ids(SweepLayout(root).ledger):
             if (name, cell_id) not in present:
                 vanished.append(CellRead(name, cell_id))
                 vanished[-1].problem(None, f"cell folder missing: the ledger planned cells/{cell_id}, now absent")

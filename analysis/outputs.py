@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from analysis.atomic_outputs import write_csv, write_parquet
 from analysis.errors import AnalysisError
 from analysis.table import CONFIG_COLUMNS
+from jobs.atomic import write_atomic_text
 
 # The results table's column order (knob columns ``cfg.*`` follow the identity columns).
 RESULT_COLUMNS = [
@@ -162,17 +164,17 @@ def write_tables(out: Path, results: Any, loaded: Any, warnings: list[str]) -> l
     try:
         table = ordered(results)
         for name, frame in (("results", table), ("cells", loaded.cells)):
-            frame.to_csv(out / f"{name}.csv", index=False)
-            frame.to_parquet(out / f"{name}.parquet", index=False)
+            write_csv(frame, out / f"{name}.csv")
+            write_parquet(frame, out / f"{name}.parquet")
             written += [out / f"{name}.csv", out / f"{name}.parquet"]
         if not loaded.ranks.empty:
-            loaded.ranks.to_parquet(out / "ranks.parquet", index=False)
+            write_parquet(loaded.ranks, out / "ranks.parquet")
             written.append(out / "ranks.parquet")
         if not loaded.stages.empty:
-            loaded.stages.to_csv(out / "stages.csv", index=False)
+            write_csv(loaded.stages, out / "stages.csv")
             written.append(out / "stages.csv")
-        loaded.problems.to_csv(out / "incomplete.csv", index=False)
-        (out / "results.md").write_text(markdown_document(table, loaded.problems, warnings))
+        write_csv(loaded.problems, out / "incomplete.csv")
+        write_atomic_text(out / "results.md", markdown_document(table, loaded.problems, warnings))
         written += [out / "incomplete.csv", out / "results.md"]
     except OSError as err:
         raise AnalysisError(f"cannot write results to {out}: {err}") from err

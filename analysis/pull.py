@@ -18,9 +18,21 @@ import subprocess
 from pathlib import Path
 
 from analysis.errors import AnalysisError
+from jobs.layout import (
+    CELL_FILE,
+    CELLS_DIR,
+    ERROR_FILE_GLOB,
+    JOBS_DIR,
+    LEDGER_FILE,
+    MANIFEST_FILE,
+    OUTCOME_FILE,
+    RANK_DUMP_GLOB,
+    RESULTS_DIR,
+)
 
-ALWAYS = ["sweep.json", "ledger.sqlite", "cells/*/cell.json", "rank_*.json", "outcome.json", "results/***"]
-LOGS = ["*.log", "error_rank_*.txt", "jobs/***"]
+# rsync patterns of jobs.layout's names: what analysis reads, and (with --logs) what explains a failure.
+ALWAYS = [MANIFEST_FILE, LEDGER_FILE, f"{CELLS_DIR}/*/{CELL_FILE}", RANK_DUMP_GLOB, OUTCOME_FILE, f"{RESULTS_DIR}/***"]
+LOGS = ["*.log", ERROR_FILE_GLOB, f"{JOBS_DIR}/***"]
 
 # USER@HOST:PATH or HOST:PATH, as rsync reads a remote-shell source (a ':' before any '/').
 _REMOTE = re.compile(r"(?:(?P<user>[^@:/]*)@)?(?P<host>\[[^\]/]*\]|[^:/]*):(?P<path>.*)", re.DOTALL)

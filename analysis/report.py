@@ -1,7 +1,8 @@
 """report.html: one self-contained page (figures inlined as base64 PNG, no scripts).
 
 Sections: confound warnings, results table, how busy the nodes were, stragglers, energy,
-figures with captions, environment summary, incomplete cells and notes.
+framework × environment (when the rows span environments), figures with captions, environment
+summary, incomplete cells and notes.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from analysis import breakdown, breakdown_figure, colocation, study_figures
+from analysis import breakdown, breakdown_figure, colocation, env_effect, study_figures
 from analysis.outputs import MARKDOWN_COLUMNS, memory_gib
+from jobs.atomic import write_atomic_text
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
@@ -332,7 +334,7 @@ Synchronous training makes every rank wait for the slowest in each all-reduce, s
 <p>Joules of each phase's timed part: every rank's GPU (NVML) plus each node's CPU packages
 (RAPL) once; samples/J = samples / joules. Blank where no counter was readable, with the reason.</p>
 {energy_table(results)}
-<h2>Figures</h2>
+{env_effect.html_section(figure_dir, results)}<h2>Figures</h2>
 {"".join(figures) or "<p>No figures.</p>"}
 {timeline_list(timelines or [])}<h2>Environment</h2>
 {environment_table(results, environments)}
@@ -365,9 +367,7 @@ def write_report(
 
 def _write_whole(path: Path, text: str) -> None:
     """Replace ``path`` in one rename: `report` on a results folder must not leave half a page if killed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic_text(path, text)
 
 
 def reference_section(table: Any, figure: Path | None) -> str:

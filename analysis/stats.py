@@ -122,6 +122,18 @@ def ratio_ci95(
     df_num = (v_b + r**2 * v_a) ** 2
     df_den = v_b**2 / (n_b - 1) + r**4 * v_a**2 / (n_a - 1)
     df = max(1, math.floor(df_num / df_den)) if df_den > 0 else n_a + n_b - 2
+    return fieller_ci95(mean_a, v_a, mean_b, v_b, df)
+
+
+def fieller_ci95(mean_a: float, v_a: float, mean_b: float, v_b: float, df: int) -> tuple[float, float] | None:
+    """Fieller's 95 % interval of ``mean_b / mean_a`` from the two squared standard errors and the
+    degrees of freedom: the one method behind :func:`ratio_ci95` and the ratios of ratios
+    (analysis/env_effect.py) that have no per-sample values of their own. None when A's mean is
+    not significantly above zero (the set of ratios is unbounded)."""
+    if mean_a <= 0 or not all(math.isfinite(x) for x in (mean_a, v_a, mean_b, v_b)):
+        return None
+    if v_a == 0 and v_b == 0:
+        return mean_b / mean_a, mean_b / mean_a
     t2 = t_quantile_975(df) ** 2
     lead = mean_a**2 - t2 * v_a
     if lead <= 0:

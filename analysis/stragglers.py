@@ -105,5 +105,7 @@ def stragglers(ranks: Any, threshold: float = DEFAULT_THRESHOLD) -> Any:
 def write(out: Any, ranks: Any, threshold: float = DEFAULT_THRESHOLD) -> Any:
     """Write ``out/stragglers.csv``; returns its path."""
     path = out / FILE
-    stragglers(ranks, threshold).to_csv(path, index=False)
+    from analysis.atomic_outputs import write_csv
+
+    write_csv(stragglers(ranks, threshold), path)
     return path

@@ -15,7 +15,9 @@ from typing import Any
 
 from analysis.load import config_key
 from jobs import schema
+from jobs.atomic import write_atomic_text
 from jobs.frameworks import kind_of
+from jobs.layout import AttemptPaths, SweepLayout
 from jobs.pipeline import planner
 from jobs.pipeline.section import pipeline_section
 
@@ -279,9 +281,11 @@ def write_cell(
     lengths = {len(times) for times in step_times}
     if cfg.get("epochs") is None and len(lengths) == 1 and cfg.get("steps") != min(lengths):
         cfg = {**cfg, "steps": min(lengths)}  # the config that times these steps (jobs.schema holds them to it)
-    folder = Path(sweep_root) / "cells" / cell_id / f"attempt_{attempt}"
+    cell_paths = SweepLayout(Path(sweep_root)).cell(cell_id)
+    folder = cell_paths.attempt(attempt)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder.parent / "cell.json").write_text(json.dumps({"cell_id": cell_id, "config": cfg}, indent=1))
+    # Through the one writer, without fsyncs: a fixture of thousands of files, never a measurement.
+    write_atomic_text(cell_paths.cell_file, json.dumps({"cell_id": cell_id, "config": cfg}, indent=1), durable=False)
     counting = dump_options.pop("counting_ranks", None)
     sections = None
     if kind_of(cfg["framework"]["name"]) == "pipelined" and "pipeline" not in dump_options:
@@ -294,10 +298,11 @@ def write_cell(
         if counting is not None:
             options["counts_samples"] = rank in counting
         doc = make_dump(cfg, rank, train_step_times=times, attempt=attempt, cell_id=cell_id, **options)
-        (folder / schema.dump_filename(rank)).write_text(json.dumps(doc, indent=1))
+        write_atomic_text(AttemptPaths(folder).rank_dump(rank), json.dumps(doc, indent=1), durable=False)
     if outcome is not None:
         world = len(step_times)
-        (folder / "outcome.json").write_text(
+        write_atomic_text(
+            AttemptPaths(folder).outcome,
             json.dumps(
                 {
                     "state": outcome,
@@ -308,7 +313,8 @@ def write_cell(
                     "reasons": [],
                     "seconds": 10.0,
                 }
-            )
+            ),
+            durable=False,
         )
     return folder
 

@@ -36,6 +36,7 @@ CONFIG_COLUMNS = [
     "nodes",
     "world_size",
     "partition",  # hardware: rows of two partitions are two configurations (confounds flags them)
+    "env",  # the named environment (conf/env, `dnnbench env create`): what the cell's software was declared to be
     # A pipeline's stages × replicas as it ran (the planner's choice, or the config's); empty without a
     # pipeline. Repeats that ran another shape (planned on another machine) are another row.
     "pp_stages",

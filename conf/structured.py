@@ -3,26 +3,40 @@
 Hydra merges ``conf/config.yaml`` and the group options onto these dataclasses, so
 an unknown key or a value of the wrong type is an error naming the key. Semantic
 checks that span fields (``gpus`` against the cluster, micro-batches against the
-batch) live in :mod:`orchestrator.config`, not here.
+batch) live in :mod:`orchestrator.config`, not here. A framework's own knob section
+(``horovod:``, ``pipeline:``, ``fsdp:``) is declared beside its checks in jobs/checks/ and
+added by :func:`bench_config` from the framework table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
+from functools import cache
+from typing import Any, Literal, get_args
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-# Names of `precision` (jobs/precision.py says what each runs in).
-PRECISIONS = ("fp32", "amp", "bf16")
+# Allowed values are Literal types, each with its tuple for the plan-time checks (their order is
+# the order every "expected one of" names them in). A field holding one is typed str: OmegaConf has
+# no Literal node type, so orchestrator/config.py and the framework checks test membership.
+
+# `precision` (jobs/precision.py says what each runs in).
+PrecisionName = Literal["fp32", "amp", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+# `device`: auto is CUDA where Slurm allocated GPUs or CUDA starts (jobs/strategies/base.py).
+DeviceName = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(DeviceName)
+# `dataset.name` (jobs/data.py reads each).
+DatasetName = Literal["mnist", "synthetic"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)
 
 
 @dataclass
 class FrameworkConfig:
-    # Registry key of the rank-side strategy (jobs/strategies): ddp | horovod | pipeline | model_parallel.
+    # A name in the framework table (jobs/frameworks.py FRAMEWORKS): every framework is a row there.
     name: str = MISSING
-    # Registry key of the launcher (jobs/launchers.py): torchrun | horovodrun.
+    # A name in jobs/launchers.py LAUNCHERS; the framework's row says which starts its ranks.
     launcher: str = MISSING
     # Process-group backend; auto = nccl on GPU, gloo on CPU.
     backend: str = "auto"
@@ -38,7 +52,7 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # mnist | synthetic
+    name: str = MISSING  # a DatasetName
     # Folder holding MNIST/raw/*-idx*-ubyte(.gz), as torchvision.datasets.MNIST expects.
     root: str = "data"
     download: bool = False
@@ -58,7 +72,7 @@ class DatasetConfig:
 @dataclass
 class ClusterConfig:
     name: str = MISSING
-    backend: str = MISSING  # local | slurm
+    backend: str = MISSING  # a name in orchestrator/backends/base.py BACKENDS
     partition: str | None = None  # null = the cluster's default partition
     account: str | None = None
     qos: str | None = None
@@ -96,48 +110,30 @@ class ClusterConfig:
     ssh_identity_file: str | None = None
 
 
-@dataclass
-class HorovodConfig:
-    fusion_threshold_mb: int = 64  # HOROVOD_FUSION_THRESHOLD
-    cycle_time_ms: float = 1.0  # HOROVOD_CYCLE_TIME
-    compression: str = "none"  # none | fp16
-    autotune: bool = False  # horovodrun --autotune
-    timeline: bool = False  # horovodrun --timeline-filename, kept per cell
-
-
-# Names of `fsdp.param_dtype` / `fsdp.reduce_dtype`; anything but fp32 needs a GPU (jobs/strategies/fsdp.py).
-FSDP_DTYPES = ("fp32", "bf16", "fp16")
-# Names of `fsdp.wrap`: `block` shards every block of jobs/pipeline/blocks.py and the root; `root_only` the root.
-FSDP_WRAPS = ("block", "root_only")
+# Container runtimes an environment may name (orchestrator/containers.py renders each one's command).
+ContainerRuntime = Literal["apptainer", "pyxis", "charliecloud"]
+CONTAINER_RUNTIMES: tuple[str, ...] = get_args(ContainerRuntime)
 
 
 @dataclass
-class FsdpConfig:
-    # Free each block's gathered parameters after its forward (gathered again for the backward).
-    reshard_after_forward: bool = True
-    # FSDP's MixedPrecisionPolicy: dtype of the gathered parameters (compute) and of gradient reduction.
-    param_dtype: str = "fp32"  # one of FSDP_DTYPES
-    reduce_dtype: str = "fp32"  # one of FSDP_DTYPES
-    wrap: str = "block"  # one of FSDP_WRAPS
+class EnvConfig:
+    """The software a cell runs in (docs/environments.md); ``env=<name>`` picks conf/env/<name>.yaml
+    or a user environment (``dnnbench env create``). Part of a cell's identity, like the partition."""
 
-
-@dataclass
-class PipelineConfig:
-    schedule: str = "1f1b"  # 1f1b | gpipe | interleaved_1f1b | pipedream | pipedream_2bw (docs/pipeline.md)
-    microbatches: int = 4
-    # Stages per replica and data-parallel replicas of every stage: stages × replicas = processes.
-    # auto (both): the planner chooses them (PipeDream's replication, jobs/pipeline/planner.py
-    # choose_shape); an int ≥ 1 fixes one and the other follows. Typed Any so that Hydra keeps
-    # `pipeline.stages=2` an int beside the string auto (checked in jobs/checks/pipeline.py).
-    # Configs stored before auto existed hold stages: null, replicas: 1: one stage per process.
-    stages: Any = "auto"
-    replicas: Any = "auto"
-    # Manual split: first block index of stages 1..S-1 (empty = let the planner choose).
-    split: list[int] = field(default_factory=list)
-    # The link bandwidth the planner weighs: `measured` (the cell's own probe before planning,
-    # cached per set of nodes: jobs/pipeline/bandwidth.py) or `config` (cluster.intranode_gbps and
-    # cluster.interconnect_gbps, as configs stored before measuring ran).
-    bandwidth: str = "measured"
+    name: str = "current"
+    # null = the interpreter dnnbench runs under; else an interpreter, or a venv/conda prefix (its bin/python).
+    python: str | None = None
+    # Shell lines run before the launcher, in the cell's own shell (module load …, source …).
+    setup: list[str] = field(default_factory=list)
+    # Set for every rank. Typed Any so that a number written unquoted is refused by name at plan
+    # time (orchestrator/environments.py) instead of being turned into a string silently.
+    variables: dict[str, Any] = field(default_factory=dict)
+    # An image (path or name) the launcher runs inside, with its runtime (one of CONTAINER_RUNTIMES).
+    container: str | None = None
+    runtime: str | None = None  # ContainerRuntime; OmegaConf has no Literal node type
+    mounts: list[str] = field(default_factory=list)
+    # The lock `dnnbench env create` wrote (pip freeze and fingerprint); null = nothing is checked on the rank.
+    lock: str | None = None
 
 
 @dataclass
@@ -146,9 +142,7 @@ class BenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    horovod: HorovodConfig = field(default_factory=HorovodConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    fsdp: FsdpConfig = field(default_factory=FsdpConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
     gpus: int = 1  # processes per node (one per GPU; CPU processes when no GPU)
     nodes: int = 1
     batch_size: int = 32  # per process (per data-parallel replica for pipelines)
@@ -159,14 +153,43 @@ class BenchConfig:
     repeats: int = 1  # independent runs of each cell (separate jobs)
     repeat: int = 0  # which of them this is: set by the sweep, not by hand
     seed: int = 0
-    precision: str = "fp32"  # one of PRECISIONS; amp and bf16 need a GPU
+    precision: str = "fp32"  # a PrecisionName; amp and bf16 need a GPU
     # cuDNN tries the convolution algorithms for each input shape first and keeps the fastest.
     cudnn_benchmark: bool = False
     threads_per_process: int = 1  # OMP_NUM_THREADS / torch threads, the same for every framework
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # a DeviceName
     lr: float = 0.05
     momentum: float = 0.9
 
 
-def register() -> None:
-    ConfigStore.instance().store(name="base_config", node=BenchConfig)
+def bench_config(sections: Mapping[str, type] | None = None) -> type:
+    """BenchConfig with the knob sections of the frameworks (``section -> dataclass``).
+
+    A framework's knobs are declared beside its plan-time checks and named by its row in
+    jobs/frameworks.py (``jobs.frameworks.knob_configs()``); conf is the bottom layer and imports
+    no framework code, so the caller hands the sections in.
+    """
+    return _with_sections(tuple(sorted((sections or {}).items())))
+
+
+@cache
+def _with_sections(sections: tuple[tuple[str, type], ...]) -> type:
+    if not sections:
+        return BenchConfig
+    clashes = sorted({name for name, _ in sections} & {f.name for f in fields(BenchConfig)})
+    if clashes:
+        raise ValueError(f"knob section(s) {', '.join(clashes)}: already keys of every cell's config")
+    added = [(name, cls, field(default_factory=cls)) for name, cls in sections]
+    composed = make_dataclass("BenchConfig", added, bases=(BenchConfig,))
+    composed.__module__ = __name__  # make_dataclass's module= needs Python 3.12
+    return composed
+
+
+def register(sections: Mapping[str, type]) -> None:
+    """Store the schema with the frameworks' knob sections: ``register(jobs.frameworks.knob_configs())``.
+
+    No default: a schema without them would refuse every ``pipeline.*`` override as an unknown key.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="base_config", node=bench_config(sections))

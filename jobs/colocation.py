@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobs.atomic import write_atomic_text
+
 RECORD_VERSION = 1
 # Processes named in a phase's record: the busiest few outside the cell.
 TOP_PROCESSES = 8
@@ -355,13 +357,12 @@ def write_node_jobs(out_dir: str | Path, before: dict[str, Any], environ: dict[s
         "after": after,
     }
     path = Path(out_dir) / NODE_JOBS_FILE.format(node=record["node_rank"])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(record, indent=1))
-        os.link(tmp, path)  # fails when a record is already there: it is kept
+        written = write_atomic_text(path, json.dumps(record, indent=1), keep_existing=True)
     except OSError as err:
         print(f"dnnbench: node record {path} not written: {err}", file=sys.stderr, flush=True)
         return None
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not written:
+        print(f"dnnbench: node record {path} not written: one is already there (kept)", file=sys.stderr, flush=True)
+        return None
     return path

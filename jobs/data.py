@@ -32,6 +32,7 @@ def copy_to_scratch(root: str | Path, scratch: str | Path) -> Path:
         partial = target_root / f".MNIST.partial.{torch.randint(1 << 30, ()).item()}"
         shutil.copytree(Path(root) / "MNIST", partial)
         try:
+            # A folder, published whole by one rename (jobs.atomic writes single files).
             partial.rename(target)
         except OSError:
             shutil.rmtree(partial, ignore_errors=True)  # another rank won the race

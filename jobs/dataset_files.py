@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
+
+from jobs.atomic import write_atomic_stream
 
 MNIST_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -45,10 +49,8 @@ def unpacked_mnist_root(root: str | Path, scratch: str | Path | None = None) -> 
     ``.gz`` files is unpacked once, beside them (temporary name, then rename, so concurrent
     ranks never see half a file), or under ``scratch`` when the folder is read-only.
     """
-    import gzip
     import hashlib
     import os
-    import shutil
     import tempfile
 
     raw = Path(root) / "MNIST" / "raw"
@@ -65,13 +67,14 @@ def unpacked_mnist_root(root: str | Path, scratch: str | Path | None = None) -> 
         if (target / stem).exists():
             continue
         source = raw / stem if (raw / stem).exists() else raw / f"{stem}.gz"
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", dir=target)
-        with os.fdopen(fd, "wb") as sink:
-            if source.suffix == ".gz":
-                with gzip.open(source, "rb") as stream:
-                    shutil.copyfileobj(stream, sink)
-            else:
-                with open(source, "rb") as stream:
-                    shutil.copyfileobj(stream, sink)
-        os.replace(tmp, target / stem)
+        write_atomic_stream(target / stem, partial(_unpack, source))
     return target_root
+
+
+def _unpack(source: Path, sink: BinaryIO) -> None:
+    """An IDX file's bytes into ``sink``, gunzipped when ``source`` is packed."""
+    import gzip
+    import shutil
+
+    with (gzip.open(source, "rb") if source.suffix == ".gz" else open(source, "rb")) as stream:
+        shutil.copyfileobj(stream, sink)

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from jobs import schema
+from jobs.atomic import write_atomic_text
 from jobs.failures import RankFailure, write_rank_failure
 
 
@@ -33,6 +34,7 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     from jobs.colocation import PhaseWatch
     from jobs.comm_probe import section as communication_section
     from jobs.data import build_batches
+    from jobs.env_lock import check as check_environment
     from jobs.environment import fingerprint
     from jobs.loop import train_phase, val_phase
     from jobs.measure import memory_probe
@@ -40,6 +42,8 @@ def run_rank(cell: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     from jobs.strategies import get_strategy
 
     cfg: DictConfig = OmegaConf.create(cell["config"])
+    # Before anything is built or measured: a rank outside its declared environment measures nothing.
+    check_environment(cell["config"].get("env") or {})
     started = _now()
     torch.set_num_threads(cfg.threads_per_process)
     torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", False))
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         rank = os.environ.get("RANK", os.environ.get("HOROVOD_RANK", "unknown"))
         text = traceback.format_exc()
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / schema.error_filename(rank)).write_text(text)
+        write_atomic_text(out_dir / schema.error_filename(rank), text)
         if isinstance(err, RankFailure):  # the runner reports its own class, not launcher_error
             write_rank_failure(out_dir, rank, err)
         print(text, file=sys.stderr, flush=True)

@@ -162,6 +162,61 @@ def loaded_libraries(maps: str = "/proc/self/maps") -> dict[str, str]:
     return found
 
 
+# Set by dnnbench around a container command (orchestrator/containers.py): ``RUNTIME:IMAGE``.
+CONTAINER_VARIABLE = "DNNBENCH_CONTAINER"
+# What each runtime sets inside its containers, whoever started them: evidence, not declaration.
+CONTAINER_RUNTIME_VARIABLES = {
+    "CH_RUNNING": "charliecloud",
+    "APPTAINER_CONTAINER": "apptainer",
+    "SINGULARITY_CONTAINER": "apptainer",
+    "ENROOT_ROOTFS": "pyxis",
+}
+
+
+def _root_mount(mountinfo: str) -> str | None:
+    """``SOURCE:ROOT`` of the mount at ``/``: inside a directory image the image's folder on the
+    host (ch-run bind-mounts it as the new root), elsewhere the host's own root file system."""
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        fields, _, tail = line.partition(" - ")
+        parts, source = fields.split(), tail.split()
+        if len(parts) >= 5 and parts[4] == "/" and len(source) >= 2:
+            found = f"{source[1]}:{parts[3]}"  # the last mount at / is the one this process sees
+    return found
+
+
+def _os_name(os_release: str) -> str | None:
+    try:
+        text = Path(os_release).read_text()
+    except OSError:
+        return None
+    found = re.search(r'^PRETTY_NAME="?([^"\n]*)"?$', text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def container_identity(
+    environ: Mapping[str, str] | None = None,
+    mountinfo: str = "/proc/self/mountinfo",
+    os_release: str = "/etc/os-release",
+) -> dict[str, str | None]:
+    """Which root file system this rank ran on: the image dnnbench declared (``declared``), the
+    runtime that says it started the process (``runtime``), and what the rank saw itself (the
+    ``root`` mount, the ``os`` of /etc/os-release). Not hashed: the speed-relevant libraries are
+    in ``libraries`` either way, and the path of an image would set two copies of one image apart."""
+    environ = os.environ if environ is None else environ
+    runtimes = sorted({runtime for name, runtime in CONTAINER_RUNTIME_VARIABLES.items() if name in environ})
+    return {
+        "declared": environ.get(CONTAINER_VARIABLE),
+        "runtime": ",".join(runtimes) or None,
+        "root": _root_mount(mountinfo),
+        "os": _os_name(os_release),
+    }
+
+
 @cache
 def installed_packages() -> dict[str, str]:
     """``name: version`` of every distribution this interpreter sees (two venvs that differ in
@@ -170,7 +225,8 @@ def installed_packages() -> dict[str, str]:
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            found[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
+            # The first on sys.path is the one imported: a layered venv's own numpy shadows its base's.
+            found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
     return dict(sorted(found.items()))
 
 
@@ -414,6 +470,7 @@ def fingerprint(
         "variables": performance_variables(),
         "libraries": loaded_libraries(),
         "packages": installed_packages(),
+        "container": container_identity(),
     }
     env["packages_hash"] = packages_hash(env["packages"])
     return env

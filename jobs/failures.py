@@ -11,10 +11,10 @@ non-zero exit ``launcher_error``. Standard library only: the runner imports it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import ClassVar
+
+from jobs.atomic import write_atomic_text
 
 FAILURE_FILE_GLOB = "failure_rank_*.json"
 
@@ -43,12 +43,8 @@ class GpuCollectivesError(RankFailure):
 
 def write_rank_failure(out_dir: Path, rank: int | str, err: RankFailure) -> Path:
     """Record ``err``'s class and reason for the runner; written whole or not at all."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / failure_filename(rank)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"failure_class": err.failure_class, "reason": str(err)}, handle, indent=1)
-    os.replace(tmp, target)
+    write_atomic_text(target, json.dumps({"failure_class": err.failure_class, "reason": str(err)}, indent=1))
     return target
 
 

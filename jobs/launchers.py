@@ -6,11 +6,12 @@ starting anything. No torch import here: the orchestrator builds commands on log
 
 from __future__ import annotations
 
-import importlib
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from jobs.registry import Registry
 
 # Ports below are left to the system; the rendezvous port is taken from this window.
 PORT_BASE, PORT_SPAN = 20000, 20000
@@ -88,15 +89,13 @@ class NoopLauncher(Launcher):
 
 
 # name -> "module:Class"; a launcher's module is imported when a cell needs it.
-LAUNCHERS = {
+LAUNCHERS: Registry[str] = Registry("framework.launcher", {
     "torchrun": "jobs.launchers:TorchrunLauncher",
     "horovodrun": "jobs.launchers_horovod:HorovodrunLauncher",
     "noop": "jobs.launchers:NoopLauncher",
-}
+})  # fmt: skip
 
 
-def get_launcher(name: str) -> Launcher:
-    if name not in LAUNCHERS:
-        raise ValueError(f"unknown launcher {name!r}: expected one of {', '.join(sorted(LAUNCHERS))}")
-    module, _, cls = LAUNCHERS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+def get_launcher(name: object) -> Launcher:
+    """A launcher by name; :class:`jobs.registry.UnknownNameError` for a name no row declares."""
+    return LAUNCHERS.load(name)()

@@ -9,6 +9,7 @@ can fix print ``Error: …`` and exit with the code of :class:`orchestrator.erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -32,13 +33,18 @@ if TYPE_CHECKING:  # the commands import these themselves: `dnnbench --help` sta
 EPILOG_OVERRIDES = "Overrides use Hydra's grammar: key=value, a,b,c, range(1,4), glob(resnet*)."
 
 
-def _progress(total: int | None, description: str):
-    """A progress bar; ``total`` None: known once the work starts (the bar shows from then on)."""
+def _progress(total: int | None, description: str, *, on_stderr: bool = False):
+    """A progress bar; ``total`` None: known once the work starts (the bar shows from then on).
+
+    ``on_stderr``: stdout holds output another program reads (JSON, YAML), and nothing else.
+    """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     progress = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), transient=False, disable=total is not None and total < 2,
+        console=Console(stderr=True) if on_stderr else None,
     )  # fmt: skip
     return progress, progress.add_task(description, total=total)
 
@@ -95,15 +101,13 @@ def _run_here(paths: SweepPaths, cell: Cell, attempt: int, *, echo: bool) -> int
 
 def _run_summary(out_dir: Path, outcome: dict) -> str:
     from jobs import schema
+    from jobs.throughput import global_throughput
     from orchestrator.paths import AttemptPaths
 
     docs = [schema.load(p) for p in AttemptPaths(out_dir).rank_dumps()]
     lines = [f"completed in {outcome['seconds']:.1f} s: {len(docs)} rank dumps in {out_dir}"]
     for phase in ("train", "val"):
-        counting = [d for d in docs if d["counts_samples"]]
-        samples = sum(d["phases"][phase]["samples"] for d in counting)
-        seconds = max((d["phases"][phase]["seconds"] for d in docs), default=0.0)
-        rate = samples / seconds if seconds else 0.0
+        rate = global_throughput(docs, phase).samples_per_s  # the analysis's number for these dumps
         lines.append(f"  {phase:5s} global throughput {rate:9.1f} samples/s over {len(docs)} ranks")
     evaluated = sum(d["phases"]["val"]["evaluated"] or 0 for d in docs)
     if evaluated:
@@ -122,18 +126,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError("--sweep-dir is empty: name a folder, or leave the option out for the default")
     sweep_dir = Path(args.sweep_dir).resolve() if args.sweep_dir else default_sweep_dir(args.overrides)
     SweepPaths.writable(sweep_dir)  # a wrong folder is refused before a long plan, and nothing is written
-    progress, task = _progress(None, "planning cells")
+    _check_output_options(args)
+    machine_output = args.json or args.cfg is not None
+    progress, task = _progress(None, "planning cells", on_stderr=machine_output)
 
     def planned(done: int, total: int) -> None:
         if done % 500 == 0 or done == total:  # a redraw per cell would cost more than planning it
             progress.update(task, completed=done, total=total)
 
     with progress:
-        plan = sweep.plan(args.overrides, progress=planned, check_data=not args.dry_run)
+        plan = sweep.plan(args.overrides, progress=planned, check_data=not (args.dry_run or args.cfg is not None))
     for note in merge_notes(plan.merged):  # never a silent merge of grid points
-        print(f"note: {note}")
+        print(f"note: {note}", file=sys.stderr if machine_output else sys.stdout)
+    if args.cfg is not None:
+        return _print_cell_config(plan, args.cfg)
     if args.dry_run:
-        return _dry_run(plan, preview(plan, sweep_dir), listing=args.list)
+        return _dry_run(plan, preview(plan, sweep_dir), listing=args.list, as_json=args.json)
     submitted, task = _progress(len(plan.cells), "running cells")
     with submitted:
         report = submit(plan, sweep_dir, progress=lambda n: submitted.advance(task, n))
@@ -166,13 +174,63 @@ def _verdict(statuses: list[CellStatus]) -> int:
     return ExitCode.OK if all(s.state == "completed" for s in statuses) else ExitCode.CELLS_FAILED
 
 
-def _dry_run(plan: SweepPlan, report: SubmitReport, *, listing: bool) -> int:
-    """A dry run's summary (every cell only with --list): 100,000 cells must not be 100,000 lines."""
+def _check_output_options(args: argparse.Namespace) -> None:
+    """--json and --cfg print what a dry run plans; refused where they would be ignored."""
+    if args.cfg is not None and "=" in args.cfg:
+        # `--cfg key=value …`: an override, never a cell id (12 hex digits); --cfg then takes the grid's one cell.
+        args.overrides.insert(0, args.cfg)
+        args.cfg = ""
+    if args.json and not (args.dry_run and args.list):
+        raise ConfigError("--json prints the planned cells: use it as --dry-run --list --json")
+    if args.cfg is not None and (args.json or args.list):
+        raise ConfigError("--cfg prints one cell's config as YAML; --list (--json) prints every cell: choose one")
+
+
+def _cell_record(cell: Cell) -> dict[str, Any]:
+    """A planned cell as ``--dry-run --list --json`` prints it: everything that says what it runs."""
+    return {"id": cell.id, "label": cell.label, "unavailable": cell.unavailable,
+            "overrides": cell.overrides, "config": cell.config}  # fmt: skip
+
+
+def _print_cell_config(plan: SweepPlan, wanted: str) -> int:
+    """``--cfg [CELL_ID]``: one planned cell's resolved config as YAML (Hydra's ``--cfg job``); nothing is written."""
+    import yaml
+
+    if not plan.cells:
+        raise ConfigError("--cfg: the grid plans no cell")
+    if not wanted and len(plan.cells) > 1:
+        raise ConfigError(
+            f"--cfg: the grid plans {len(plan.cells)} cells; name one (--cfg CELL_ID), "
+            "`--dry-run --list` shows their ids"
+        )
+    chosen = [cell for cell in plan.cells if cell.id == wanted] if wanted else plan.cells
+    if not chosen:
+        raise ConfigError(f"--cfg {wanted}: no cell of this grid has that id (`--dry-run --list` shows them)")
+    cell = chosen[0]
+    print(f"# cell {cell.id}: {cell.label}")
+    print(yaml.safe_dump(cell.config, sort_keys=False, default_flow_style=False), end="")
+    return ExitCode.OK
+
+
+def _dry_run(plan: SweepPlan, report: SubmitReport, *, listing: bool, as_json: bool = False) -> int:
+    """A dry run's summary (every cell only with --list): 100,000 cells must not be 100,000 lines.
+
+    ``as_json``: stdout holds the cells alone, one JSON object a line; the summary goes to stderr.
+    """
+    if not as_json:
+        return _dry_run_summary(plan, report, listing=listing)
+    for cell in plan.cells:
+        print(json.dumps(_cell_record(cell)))
+    with contextlib.redirect_stdout(sys.stderr):
+        return _dry_run_summary(plan, report, listing=True, cells_printed=True)
+
+
+def _dry_run_summary(plan: SweepPlan, report: SubmitReport, *, listing: bool, cells_printed: bool = False) -> int:
     from orchestrator.config import data_problems
 
     for problem in sorted({p for cell in plan.cells for p in data_problems(cell.config)}):
         print(f"warning (dry run): {problem}", file=sys.stderr)
-    if listing:
+    if listing and not cells_printed:
         for cell in plan.cells:
             print(f"{cell.id}  {cell.label}" + (f"  [unavailable: {cell.unavailable}]" if cell.unavailable else ""))
     _print_unavailable(report.unavailable, listing=listing, more="--list prints every cell")
@@ -392,6 +450,62 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env_create(args: argparse.Namespace) -> int:
+    from orchestrator import environments_create
+
+    specs = [word for text in args.pip or [] for word in text.split()]
+    environments_create.create(args.name, specs, base=args.base, preload=args.preload,
+                               variables=environments_create.parse_variables(args.variable or []))  # fmt: skip
+    return 0
+
+
+def cmd_env_list(args: argparse.Namespace) -> int:
+    from orchestrator import environments_create
+
+    for name in environments_create.definitions():
+        facts = environments_create.summary(name)
+        torch = f"torch {facts['torch']}, {facts['packages']} packages" if "torch" in facts else "no lock"
+        print(f"{name:16s} {facts['python'] or sys.executable}  ({torch}; {len(facts['variables'])} variables)")
+    return 0
+
+
+def cmd_env_show(args: argparse.Namespace) -> int:
+    from orchestrator import environments_create
+
+    facts = environments_create.summary(args.name)
+    if args.json:
+        print(json.dumps(facts, indent=1))
+        return 0
+    for key, value in facts.items():
+        print(f"{key:14s} {value}")
+    return 0
+
+
+def add_env_parsers(env: argparse.ArgumentParser) -> None:
+    """`dnnbench env create|list|show` (docs/environments.md); `dnnbench env` alone prints the fingerprint."""
+    actions = env.add_subparsers(dest="env_command", metavar="ACTION")
+    create = actions.add_parser("create", help="build a venv, write its definition and lock",
+                                description="Example: dnnbench env create numpy2 --base current --pip 'numpy==2.3.1'\n"
+                                "Example: dnnbench env create jem --base current "
+                                "--preload /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 --variable MALLOC_CONF=narenas:1",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    create.add_argument("name")
+    create.add_argument("--pip", action="append", metavar="SPECS", help="pip requirement specs (repeatable)")
+    create.add_argument("--base", choices=["current"],
+                        help="see the current packages and install only --pip on top (fast)")  # fmt: skip
+    create.add_argument("--variable", action="append", metavar="NAME=VALUE", help="set for every rank (repeatable)")
+    create.add_argument("--preload", metavar="LIB", help="LD_PRELOAD for every rank (e.g. libjemalloc.so.2)")
+    create.set_defaults(func=cmd_env_create)
+    listing = actions.add_parser("list", help="every environment env=NAME finds",
+                                 description="Example: dnnbench env list")  # fmt: skip
+    listing.set_defaults(func=cmd_env_list)
+    show = actions.add_parser("show", help="an environment's definition and lock summary",
+                              description="Example: dnnbench env show numpy2")  # fmt: skip
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_env_show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dnnbench",
@@ -420,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true",
                     help="count cells and arrays, write batch scripts (Slurm); no cell folders")  # fmt: skip
     sw.add_argument("--list", action="store_true", help="with --dry-run: also print every cell")
+    sw.add_argument("--json", action="store_true",
+                    help="with --dry-run --list: every cell as one JSON object a line (id, label, full config)")
+    sw.add_argument("--cfg", nargs="?", const="", metavar="CELL_ID",
+                    help="print one planned cell's full config as YAML and stop (the grid's only cell "
+                         "when no id is given); nothing is written")  # fmt: skip
     sw.add_argument("--no-aggregate", action="store_true", help="local sweeps: skip the results table")
     sw.set_defaults(func=cmd_sweep)
 
@@ -461,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     env.add_argument("--json", action="store_true")
     env.set_defaults(func=cmd_env)
+    add_env_parsers(env)
 
     for name, text, example in (
         ("plan", "print the pipeline plan for a config", "dnnbench plan model=resnet50 gpus=4"),

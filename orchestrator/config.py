@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jobs.checks.hardware import gpu_visible_here
 from orchestrator.cell_identity import cell_id  # noqa: F401 - re-exported: the plan names cells by it
+from orchestrator.environments import environment_problems
 from orchestrator.errors import ConfigError
 from orchestrator.shell_safety import check_cluster
 
@@ -27,9 +28,10 @@ def hydra_context():
     from hydra.core.global_hydra import GlobalHydra
 
     from conf.structured import register
+    from jobs.frameworks import knob_configs
 
     if "base_config.yaml" not in ConfigStore.instance().repo:  # storing the schema again costs ~15 ms a compose
-        register()
+        register(knob_configs())
     if GlobalHydra.instance().is_initialized():
         yield
         return
@@ -45,7 +47,10 @@ def compose(overrides: Sequence[str], *, with_hydra: bool = False) -> DictConfig
 
     with hydra_context():
         try:
-            return hydra_compose("config", overrides=[*overrides, *_quiet(overrides)], return_hydra_config=with_hydra)
+            return hydra_compose(
+                "config", overrides=[*overrides, *_quiet(overrides), *_user_envs(overrides)],
+                return_hydra_config=with_hydra,
+            )  # fmt: skip
         except (HydraException, OmegaConfBaseException) as err:
             raise ConfigError(_explain(err)) from err
 
@@ -57,6 +62,13 @@ _NO_LOGGING = ("hydra/job_logging=none", "hydra/hydra_logging=none")
 def _quiet(overrides: Sequence[str]) -> list[str]:
     """The logging choices to add: those the user's overrides do not make themselves."""
     return [o for o in _NO_LOGGING if not any(u.lstrip("+~").startswith(o.split("=")[0]) for u in overrides)]
+
+
+def _user_envs(overrides: Sequence[str]) -> list[str]:
+    """The user environment folder on Hydra's search path (`env=NAME` of `dnnbench env create`)."""
+    from orchestrator.environments import search_path_override
+
+    return [] if any(o.startswith("hydra.searchpath") for o in overrides) else search_path_override()
 
 
 def _explain(err: Exception) -> str:
@@ -82,9 +94,10 @@ def _explain(err: Exception) -> str:
 def _valid_keys(section: str) -> str:
     from dataclasses import fields, is_dataclass
 
-    from conf.structured import BenchConfig
+    from conf.structured import bench_config
+    from jobs.frameworks import knob_configs
 
-    node: Any = BenchConfig
+    node: Any = bench_config(knob_configs())
     for part in filter(None, section.split(".")):
         match = next((f for f in fields(node) if f.name == part), None)
         node = match.default_factory if match and is_dataclass(match.default_factory) else None  # type: ignore[misc]
@@ -212,11 +225,13 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True, check_dat
     if config["steps"] is None and config["epochs"] is None:
         problems.append("steps and epochs are both null: set steps=N or epochs=N")
     problems += _precision_problems(config)
-    if config["device"] not in ("auto", "cpu", "cuda"):
-        problems.append(f"device={config['device']}: expected auto, cpu or cuda")
+    from conf.structured import DATASETS, DEVICES
+
+    if config["device"] not in DEVICES:
+        problems.append(f"device={config['device']}: expected one of {', '.join(DEVICES)}")
     dataset = config["dataset"]
-    if dataset["name"] not in ("mnist", "synthetic"):
-        problems.append(f"dataset.name={dataset['name']}: expected mnist or synthetic")
+    if dataset["name"] not in DATASETS:
+        problems.append(f"dataset.name={dataset['name']}: expected one of {', '.join(DATASETS)}")
     elif check_data:
         problems += data_problems(config)
     cluster = config["cluster"]
@@ -227,6 +242,7 @@ def validate(config: dict[str, Any], *, check_model_name: bool = True, check_dat
             f"use nodes=N with gpus≤{per_node}"
         )
     problems += check_cluster(cluster)
+    problems += environment_problems(config)
     if cluster.get("gpu_type") and not cluster.get("request_gpus", True):
         problems.append(
             f"cluster.gpu_type={cluster['gpu_type']} with cluster.request_gpus=false: no GPU is requested, so no "

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.frameworks import FRAMEWORKS, UnknownFrameworkError, checks_of, framework
+from jobs.frameworks import FRAMEWORKS, checks_of, framework
 from jobs.frameworks import unavailable_reason as framework_unavailable
 from jobs.launchers import LAUNCHERS
+from jobs.registry import UnknownNameError
 
 BACKENDS = ("auto", "gloo", "nccl", "mpi")
 
@@ -21,14 +22,14 @@ def check_framework(config: dict[str, Any]) -> list[str]:
     name = section["name"]
     try:
         row = framework(name)
-    except UnknownFrameworkError as err:
+    except UnknownNameError as err:
         return [str(err)]
     problems = []
     if section["launcher"] not in LAUNCHERS:
         # Another known launcher than the row's is allowed: it fails at run time as a launcher_error,
         # which is how the tests make a cell fail for real (a noop cell started by torchrun).
         problems.append(
-            f"framework.launcher={section['launcher']}: expected one of {', '.join(sorted(LAUNCHERS))} "
+            f"framework.launcher={section['launcher']}: expected one of {', '.join(LAUNCHERS.names())} "
             f"(framework {name} is started by {row.launcher})"
         )
     if section["backend"] not in BACKENDS:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.atomic import write_atomic_bytes
 from orchestrator.errors import NoRoomError
 
 _SCHEMA = """
@@ -158,24 +159,18 @@ def _create_whole(path: Path) -> None:
     """A new ledger appears with its tables or not at all.
 
     Another command checks the folder before it takes the sweep's lock: a ledger it caught
-    half made (an SQLite file without tables yet) would look foreign to it.
+    half made (an SQLite file without tables yet) would look foreign to it. The tables are made
+    in memory and the whole file published by the one writer, never replacing a ledger another
+    command made meanwhile; from then on SQLite's own journal keeps its writes whole, so the live
+    file is never replaced (the one file dnnbench changes in place besides the launcher logs).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    db = sqlite3.connect(tmp, isolation_level=None)
+    db = sqlite3.connect(":memory:", isolation_level=None)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
+        image = db.serialize()
     finally:
-        db.close()  # the last connection checkpoints: everything is in the main file now
-    try:
-        os.link(tmp, path)  # never replaces a ledger another command made meanwhile
-    except FileExistsError:
-        pass
-    except OSError:  # a file system without hard links
-        if not path.exists():
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        db.close()
+    write_atomic_bytes(path, image, keep_existing=True)  # opening it turns on the WAL (Ledger.__init__)
 
 
 class Ledger:

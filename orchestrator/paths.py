@@ -1,24 +1,12 @@
-"""Every path of a sweep folder, in one place, and which folders may be read or written as one.
+"""Which folders may be read or written as a sweep, and the ledger's health, over :mod:`jobs.layout`.
 
-SWEEP_DIR/
-  sweep.json                 what was asked (arguments, time); a dry run writes only this and jobs/
-  ledger.sqlite              cell → job id / array index → attempts (orchestrator.ledger)
-  submit.lock                held by the command that submits (orchestrator.lock)
-  cells/<cell_id>/cell.json  the resolved config the ranks read
-  cells/<cell_id>/attempt_<k>/
-      rank_<r>.json          one rank's dump (the name is jobs.schema's: the ranks write it)
-      outcome.json           the runner's verdict on the attempt
-      launcher_node<n>.log   the launcher's output on node n
-      error_rank_<r>.txt     the traceback of a rank that raised
-      failure_rank_<r>.json  the failure class of a rank that knew why it failed (jobs.failures)
-  cells/<cell_id>/attempt_<k>.interrupted<restart>[_<n>]/   a requeued attempt's earlier run, kept
-  jobs/                      batch scripts, their cells lists and scheduler logs
-  results/                   tables, figures, report (analysis)
-
-Reading commands take a folder through :meth:`SweepPaths.existing` (or :func:`sweep_roots` for
-analysis), which creates nothing and says why a path is not a sweep; writing commands through
-:meth:`SweepPaths.writable`, before anything is written. Standard library only (plus
-``jobs.schema`` and ``jobs.failures``, which are too): the analysis install on a laptop imports this module.
+Every name and path of a sweep folder, and the order cells, attempts and dumps are found in,
+are :mod:`jobs.layout`'s (read by the analysis too); they are re-exported here for the
+orchestrator. Reading commands take a folder through :meth:`SweepPaths.existing` (or
+:func:`sweep_roots` for analysis), which creates nothing and says why a path is not a sweep;
+writing commands through :meth:`SweepPaths.writable`, before anything is written. Standard
+library only (plus ``jobs.layout`` and ``jobs.schema``, which are too): the analysis install on
+a laptop imports this module.
 """
 
 from __future__ import annotations
@@ -26,27 +14,33 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
-from jobs.failures import FAILURE_FILE_GLOB
-from jobs.schema import dump_filename, error_filename, open_regular
+from jobs.atomic import TEMPORARY_SUFFIX
+from jobs.layout import (  # noqa: F401 - re-exported: the orchestrator's names of a sweep's parts
+    ATTEMPT_PREFIX,
+    CELL_FILE,
+    CELLS_DIR,
+    ERROR_FILE_GLOB,
+    JOBS_DIR,
+    LAUNCHER_LOG_GLOB,
+    LEDGER_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    OUTCOME_FILE,
+    RANK_DUMP_GLOB,
+    RESULTS_DIR,
+    AttemptPaths,
+    CellPaths,
+    SweepLayout,
+    has_cells,
+    launcher_log_filename,
+    sweep_folders,
+)
+from jobs.schema import open_regular
 from orchestrator.errors import ConfigError, NotASweepError
 
-MANIFEST_FILE = "sweep.json"
-LEDGER_FILE = "ledger.sqlite"
-LOCK_FILE = "submit.lock"
-CELLS_DIR = "cells"
-JOBS_DIR = "jobs"
-RESULTS_DIR = "results"
-CELL_FILE = "cell.json"
-OUTCOME_FILE = "outcome.json"
-ATTEMPT_PREFIX = "attempt_"
-RANK_DUMP_GLOB = "rank_*.json"
-ERROR_FILE_GLOB = "error_rank_*.txt"
-LAUNCHER_LOG_GLOB = "launcher_node*.log"
 # What makes an SQLite file a dnnbench ledger: the tables (and columns) every version has had.
 # Newer tables are created by the ledger itself when it opens an older file.
 LEDGER_TABLES = {
@@ -58,115 +52,8 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _NOT_A_SWEEP_HINT = "Pass the SWEEP_DIR that `dnnbench sweep` printed."
 
 
-def launcher_log_filename(node_rank: int) -> str:
-    return f"launcher_node{node_rank}.log"
-
-
-def _numbered(path: Path, prefix: str, suffix: str) -> int | None:
-    middle = path.name[len(prefix) : len(path.name) - len(suffix)] if suffix else path.name[len(prefix) :]
-    return int(middle) if path.name.startswith(prefix) and path.name.endswith(suffix) and middle.isdigit() else None
-
-
-def _by_number(paths: list[Path], prefix: str, suffix: str) -> list[Path]:
-    """Files named ``<prefix><n><suffix>`` in number order (rank_10 after rank_2), others dropped."""
-    numbered = [(n, p) for p in paths if (n := _numbered(p, prefix, suffix)) is not None]
-    return [p for _, p in sorted(numbered)]
-
-
-@dataclass(frozen=True)
-class AttemptPaths:
-    """One attempt folder: what the ranks, the launcher and the runner write there."""
-
-    root: Path
-
-    @property
-    def outcome(self) -> Path:
-        return self.root / OUTCOME_FILE
-
-    def rank_dump(self, rank: int) -> Path:
-        return self.root / dump_filename(rank)
-
-    def error_file(self, rank: int | str) -> Path:
-        return self.root / error_filename(rank)
-
-    def launcher_log(self, node_rank: int) -> Path:
-        return self.root / launcher_log_filename(node_rank)
-
-    def rank_dumps(self) -> list[Path]:
-        return _by_number(list(self.root.glob(RANK_DUMP_GLOB)), "rank_", ".json")
-
-    def error_files(self) -> list[Path]:
-        """Error files by rank; a rank that could not tell its number (``unknown``) comes last."""
-        found = list(self.root.glob(ERROR_FILE_GLOB))
-        numbered = _by_number(found, "error_rank_", ".txt")
-        return numbered + sorted(p for p in found if p not in numbered)
-
-    def failure_files(self) -> list[Path]:
-        return _by_number(list(self.root.glob(FAILURE_FILE_GLOB)), "failure_rank_", ".json")
-
-    def launcher_logs(self) -> list[Path]:
-        return _by_number(list(self.root.glob(LAUNCHER_LOG_GLOB)), "launcher_node", ".log")
-
-    def set_aside(self, restart: int) -> Path:
-        """A free name beside this attempt for what an interrupted (requeued) run left."""
-        aside = self.root.with_name(f"{self.root.name}.interrupted{restart}")
-        suffix = 0
-        while aside.exists():
-            suffix += 1
-            aside = self.root.with_name(f"{self.root.name}.interrupted{restart}_{suffix}")
-        return aside
-
-
-@dataclass(frozen=True)
-class CellPaths:
-    root: Path
-
-    @property
-    def cell_file(self) -> Path:
-        return self.root / CELL_FILE
-
-    def attempt(self, number: int) -> Path:
-        return self.root / f"{ATTEMPT_PREFIX}{number}"
-
-    def attempts(self) -> list[Path]:
-        """Attempt folders in number order; set-aside interrupted runs are not attempts."""
-        return _by_number(list(self.root.glob(f"{ATTEMPT_PREFIX}*")), ATTEMPT_PREFIX, "")
-
-
-@dataclass(frozen=True)
-class SweepPaths:
-    root: Path
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST_FILE
-
-    @property
-    def ledger(self) -> Path:
-        return self.root / LEDGER_FILE
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK_FILE
-
-    @cached_property  # a sweep of 100,000 cells asks for it twice per cell
-    def cells(self) -> Path:
-        return self.root / CELLS_DIR
-
-    @property
-    def jobs(self) -> Path:
-        return self.root / JOBS_DIR
-
-    @property
-    def results(self) -> Path:
-        return self.root / RESULTS_DIR
-
-    def cell(self, cell_id: str) -> CellPaths:
-        return CellPaths(self.cells / cell_id)
-
-    def is_sweep(self) -> bool:
-        """Marked as a sweep folder by dnnbench (a manifest or a ledger); says nothing of the ledger's health."""
-        return self.manifest.is_file() or self.ledger.is_file()
+class SweepPaths(SweepLayout):
+    """A sweep folder's layout, obtained through the check of the command's right to read or write it."""
 
     @classmethod
     def existing(cls, path: str | os.PathLike[str]) -> SweepPaths:
@@ -234,17 +121,13 @@ def sweep_roots(path: str | os.PathLike[str]) -> list[Path]:
     Raises :class:`NotASweepError` for a path that is missing, a file, holds neither, or
     holds a ``ledger.sqlite`` that is not a dnnbench ledger (opened read-only, never created).
     """
-    folder = _existing_folder(path)
-    if (folder / CELLS_DIR).is_dir() or (folder / LEDGER_FILE).is_file():
-        roots = [folder]
-    else:
-        roots = sorted(p for p in folder.iterdir() if (p / CELLS_DIR).is_dir())
+    roots = sweep_folders(_existing_folder(path))
     for root in roots:
         ledger = root / LEDGER_FILE
         if ledger.is_file():
-            advice = "move it aside to aggregate the dumps alone" if (root / CELLS_DIR).is_dir() else ""
+            advice = "move it aside to aggregate the dumps alone" if has_cells(root) else ""
             _check_ledger(ledger, allow_empty=False, advice=advice)
-    roots = [r for r in roots if (r / CELLS_DIR).is_dir()]
+    roots = [r for r in roots if has_cells(r)]
     if not roots:
         raise NotASweepError(
             f"{path}: not a sweep folder (no {CELLS_DIR}/ inside, nor sweeps below it). {_NOT_A_SWEEP_HINT}"
@@ -349,9 +232,9 @@ def connect_read_only(path: Path, *, live: bool = True) -> sqlite3.Connection:
 
 
 def _start_under_way(name: str) -> bool:
-    """The lock, or sweep.json being written (jobs.schema.write_atomic's temporary file): what a
+    """The lock, or sweep.json being written (jobs.atomic's temporary file): what a
     sweep's start leaves while under way beside it, or when cut short."""
-    return name == LOCK_FILE or (name.startswith(f".{MANIFEST_FILE}.") and name.endswith(".tmp"))
+    return name == LOCK_FILE or (name.startswith(f".{MANIFEST_FILE}.") and name.endswith(TEMPORARY_SUFFIX))
 
 
 def _quoted(name: str) -> str:

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from jobs import schema
+from jobs.atomic import write_atomic_text
 from jobs.failures import rank_failure
 from jobs.launchers import LaunchSpec, get_launcher
+from orchestrator.containers import CONTAINER_VARIABLE, environment_container_variables, node_container_problems
 from orchestrator.entry_point import no_room_reason
+from orchestrator.environments import interpreter, rank_variables, setup_wrapped
 from orchestrator.errors import CellFailedError
 from orchestrator.paths import AttemptPaths
 
@@ -63,6 +66,11 @@ def rank_environment(config: dict[str, Any]) -> dict[str, str]:
     for name in THREAD_ENV:
         env[name] = threads
     env["PYTHONUNBUFFERED"] = "1"
+    # The cell's environment last: what it declares is what its ranks get (horovodrun forwards them all).
+    env.update(rank_variables(config.get("env") or {}))
+    # What this cell declares, never a value inherited from the shell that started dnnbench.
+    env.pop(CONTAINER_VARIABLE, None)
+    env.update(environment_container_variables(config.get("env") or {}))
     # Ranks import jobs/ from this checkout even when dnnbench is not installed on the node.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -103,7 +111,7 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     out.mkdir(parents=True, exist_ok=True)
     launcher = get_launcher(config["framework"]["launcher"])
     spec = LaunchSpec(
-        python=sys.executable,
+        python=interpreter(config.get("env") or {}),
         cell_file=str(Path(cell_file).resolve()),
         out_dir=str(out.resolve()),
         nnodes=node.nnodes,
@@ -116,12 +124,19 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     started = time.perf_counter()
     returncode = 0
     _NO_ROOM_SEEN.clear()
+    no_container: list[str] = []
     if launcher.per_node or node.node_rank == 0:
         log = attempt.launcher_log(node.node_rank)
         try:
-            argv = launcher.command(spec)
+            argv = setup_wrapped(config.get("env") or {}, launcher.command(spec))
         except ValueError as err:  # e.g. a host list the launcher cannot use: a failed outcome, not a crash
-            log.write_text(f"launcher {launcher.name} refused this allocation: {err}\n")
+            write_atomic_text(log, f"launcher {launcher.name} refused this allocation: {err}\n")
+            argv, returncode = None, 2
+        # Named here, before anything starts: else a missing runtime crashes the runner without an
+        # outcome (or is a shell's "command not found"), and an image without /etc/hosts hangs the rendezvous.
+        no_container = node_container_problems(config.get("env") or {}) if argv is not None else []
+        if no_container:
+            write_atomic_text(log, "the container cannot start on this node: " + "; ".join(no_container) + "\n")
             argv, returncode = None, 2
         if argv is not None:
             returncode = _run_logged(argv, rank_environment(config), log, echo)
@@ -140,6 +155,9 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     if outcome.state == "failed" and _NO_ROOM_SEEN:  # the cause, named, rather than "rank 0: no dump"
         outcome.failure_class = "no_space"
         outcome.reasons = [*dict.fromkeys(_NO_ROOM_SEEN), *outcome.reasons]
+    elif outcome.state == "failed" and no_container:
+        outcome.failure_class = "no_container"
+        outcome.reasons = [*no_container, *outcome.reasons]
     elif outcome.state == "failed":
         outcome.failure_class = _failure_class(out, returncode)
     try:
@@ -196,6 +214,8 @@ class _LogSink:
     def __init__(self, path: Path):
         self.handle = None
         try:
+            # Appended line by line while the launcher runs, so a reader sees its output as it comes:
+            # the one kind of file dnnbench writes that is not replaced whole (jobs.atomic).
             self.handle = open(path, "ab")  # noqa: SIM115 - closed by close(), after the launcher's last line
         except OSError as err:
             self._refused(err)

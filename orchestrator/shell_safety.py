@@ -120,20 +120,21 @@ def sbatch_filename(folder: str | Path, pattern: str) -> str:
     return f'"{literal}/{pattern}"'
 
 
-def render_setup(lines: list[str]) -> str:
+def render_setup(lines: list[str], name: str = "cluster.setup") -> str:
+    """``lines`` as shell lines, every word quoted; ``name``: the key they came from, for the message."""
     rendered = []
     for line in lines:
         bad_char = _CONTROL.search(str(line))
         if bad_char:
             raise ConfigError(
-                f"cluster.setup line {line!r} contains the control character {bad_char.group()!r}: "
+                f"{name} line {line!r} contains the control character {bad_char.group()!r}: "
                 "give each command as its own list entry"
             )
         words = str(line).split()
         bad = [w for w in words if not _SAFE_WORD.fullmatch(w)]
         if bad:
             raise ConfigError(
-                f"cluster.setup line {line!r}: {bad[0]!r} is not a plain word; setup lines are simple commands "
+                f"{name} line {line!r}: {bad[0]!r} is not a plain word; setup lines are simple commands "
                 "such as `module load CUDA/12.1.1` (no ; | & $ ` quotes or redirections)"
             )
         rendered.append(" ".join(shlex.quote(w) for w in words))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.atomic import write_atomic_text
 from jobs.schema import read_bytes, with_added_defaults, write_atomic
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import CellJob, Shape, ShapeGroup
@@ -76,10 +77,7 @@ def write_cell_file(path: Path, cell: Cell) -> None:
         if with_added_defaults(existing.get("config") or {}) != with_added_defaults(cell.config):
             raise ConfigError(f"{path} holds another config for cell {cell.id}: refusing to overwrite it")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_atomic_text(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def _is_dry_run_manifest(path: Path) -> bool:

@@ -58,7 +58,7 @@ def test_the_same_job_id_gives_the_same_port_on_every_node():
 
 
 def test_unknown_launcher_names_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown launcher 'mpirun': expected one of .*torchrun"):
+    with pytest.raises(ValueError, match=r"framework.launcher=mpirun: expected one of .*torchrun"):
         get_launcher("mpirun")
 
 

@@ -7,10 +7,30 @@ weights); on a login node without torch that one check is left to the job.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal, get_args
 
-from conf.structured import FSDP_DTYPES, FSDP_WRAPS
+# Allowed values as Literal types; fields holding them are str (OmegaConf has no Literal node type).
+# `fsdp.param_dtype` / `fsdp.reduce_dtype`; anything but fp32 needs a GPU (jobs/strategies/fsdp.py).
+FsdpDtype = Literal["fp32", "bf16", "fp16"]
+FSDP_DTYPES: tuple[str, ...] = get_args(FsdpDtype)
+# `fsdp.wrap`: `block` shards every block of jobs/pipeline/blocks.py and the root; `root_only` the root.
+FsdpWrap = Literal["block", "root_only"]
+FSDP_WRAPS: tuple[str, ...] = get_args(FsdpWrap)
+
+
+@dataclass
+class FsdpConfig:
+    """The ``fsdp:`` section, the knobs only fsdp cells read (the row in jobs/frameworks.py names it)."""
+
+    # Free each block's gathered parameters after its forward (gathered again for the backward).
+    reshard_after_forward: bool = True
+    # FSDP's MixedPrecisionPolicy: dtype of the gathered parameters (compute) and of gradient reduction.
+    param_dtype: str = "fp32"  # an FsdpDtype
+    reduce_dtype: str = "fp32"  # an FsdpDtype
+    wrap: str = "block"  # an FsdpWrap
+
 
 
 def _no_gpu_reason(config: dict[str, Any]) -> str | None:

@@ -8,8 +8,26 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+# `horovod.compression` of the gradients Horovod reduces (OmegaConf has no Literal node type: the
+# field is a str, checked against the tuple below).
+HorovodCompression = Literal["none", "fp16"]
+HOROVOD_COMPRESSIONS: tuple[str, ...] = get_args(HorovodCompression)
+
+
+@dataclass
+class HorovodConfig:
+    """The ``horovod:`` section, the knobs only horovod cells read (the row in jobs/frameworks.py names it)."""
+
+    fusion_threshold_mb: int = 64  # HOROVOD_FUSION_THRESHOLD
+    cycle_time_ms: float = 1.0  # HOROVOD_CYCLE_TIME
+    compression: str = "none"  # a HorovodCompression
+    autotune: bool = False  # horovodrun --autotune
+    timeline: bool = False  # horovodrun --timeline-filename, kept per cell
+
 
 HOROVOD_INSTALL = "scripts/install-horovod.sh (or `make horovod`)"
 
@@ -30,8 +48,9 @@ def horovod_missing() -> str | None:
 def check_horovod(config: dict[str, Any]) -> list[str]:
     knobs = config["horovod"]
     problems = []
-    if knobs["compression"] not in ("none", "fp16"):
-        problems.append(f"horovod.compression={knobs['compression']}: expected none or fp16")
+    if knobs["compression"] not in HOROVOD_COMPRESSIONS:
+        allowed = ", ".join(HOROVOD_COMPRESSIONS)
+        problems.append(f"horovod.compression={knobs['compression']}: expected one of {allowed}")
     if knobs["fusion_threshold_mb"] < 0:
         problems.append("horovod.fusion_threshold_mb: must be ≥ 0")
     if int(config.get("nodes", 1)) > 1:

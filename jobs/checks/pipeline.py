@@ -8,13 +8,41 @@ chooses the shape from its profile; here it is enough that one stages × replica
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 from jobs.pipeline import block_counts
 from jobs.pipeline.bandwidth import BANDWIDTH_SOURCES
 from jobs.pipeline.planner import SCHEDULES, Layout, PlanError, ShapeRequest
+
+# Allowed values as Literal types; fields holding them are str (OmegaConf has no Literal node type).
+# `pipeline.schedule` (docs/pipeline.md); the planner's SCHEDULES, read on the ranks, holds the same.
+PipelineSchedule = Literal["1f1b", "gpipe", "interleaved_1f1b", "pipedream", "pipedream_2bw"]
+# `pipeline.bandwidth`: the link bandwidth the planner weighs (jobs/pipeline/bandwidth.py BANDWIDTH_SOURCES).
+PipelineBandwidth = Literal["measured", "config"]
+
+
+@dataclass
+class PipelineConfig:
+    """The ``pipeline:`` section, read by pipeline and model_parallel cells (their rows name it)."""
+
+    schedule: str = "1f1b"  # a PipelineSchedule
+    microbatches: int = 4
+    # Stages per replica and data-parallel replicas of every stage: stages × replicas = processes.
+    # auto (both): the planner chooses them (PipeDream's replication, jobs/pipeline/planner.py
+    # choose_shape); an int ≥ 1 fixes one and the other follows. Typed Any so that Hydra keeps
+    # `pipeline.stages=2` an int beside the string auto (checked below).
+    # Configs stored before auto existed hold stages: null, replicas: 1: one stage per process.
+    stages: Any = "auto"
+    replicas: Any = "auto"
+    # Manual split: first block index of stages 1..S-1 (empty = let the planner choose).
+    split: list[int] = field(default_factory=list)
+    # The link bandwidth the planner weighs: `measured` (the cell's own probe before planning,
+    # cached per set of nodes: jobs/pipeline/bandwidth.py) or `config` (cluster.intranode_gbps and
+    # cluster.interconnect_gbps, as configs stored before measuring ran).
+    bandwidth: str = "measured"  # a PipelineBandwidth
 
 
 @cache

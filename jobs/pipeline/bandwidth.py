@@ -26,7 +26,8 @@ from typing import Any
 from jobs.pipeline.planner import Topology
 from jobs.schema import write_atomic
 
-BANDWIDTH_SOURCES = ("measured", "config")  # the values of pipeline.bandwidth
+# jobs/checks/pipeline.py PipelineBandwidth's values (a test keeps them equal).
+BANDWIDTH_SOURCES = ("measured", "config")
 
 
 @dataclass(frozen=True)

@@ -419,6 +419,7 @@ def format_plan(result: Plan, profile: Profile) -> str:
     return "\n".join(lines)
 
 
+# jobs/checks/pipeline.py PipelineSchedule's values (the ranks read this module: a test keeps the two equal).
 SCHEDULES = ("1f1b", "gpipe", "interleaved_1f1b", "pipedream", "pipedream_2bw")
 # Without a flush: weights change while micro-batches are in flight (jobs/pipeline/async_schedules.py).
 ASYNC_SCHEDULES = ("pipedream", "pipedream_2bw")

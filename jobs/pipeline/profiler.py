@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from jobs.atomic import write_atomic_text
 from jobs.pipeline.blocks import split_blocks
 from jobs.pipeline.planner import NOISE_WARNING, BlockCost, Profile
 from jobs.precision import precision as precision_of
@@ -137,10 +138,7 @@ def cached_profile(model_factory: Callable[[], nn.Module], model_name: str,
         return Profile.from_json(path.read_text()), path, True
     profile = profile_blocks(model_factory(), model_name, input_shape, microbatch, device,
                              precision, fingerprint=env_hash)  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(profile.to_json())
-    os.replace(tmp, path)  # concurrent profilers: the last complete file wins, never half of one
+    write_atomic_text(path, profile.to_json())  # concurrent profilers: the last complete file wins, never half of one
     return profile, path, False
 
 

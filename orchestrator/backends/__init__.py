@@ -1,5 +1,5 @@
-"""Scheduler backends, one module each, registered by name (``cluster.backend``)."""
+"""Scheduler backends, one module each, named by a row of ``BACKENDS`` (``cluster.backend``)."""
 
-from orchestrator.backends.base import BACKENDS, Backend, get_backend, register
+from orchestrator.backends.base import BACKENDS, Backend, get_backend
 
-__all__ = ["BACKENDS", "Backend", "get_backend", "register"]
+__all__ = ["BACKENDS", "Backend", "get_backend"]

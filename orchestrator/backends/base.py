@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.registry import Registry
 from orchestrator.errors import ConfigError
 from orchestrator.ledger import AttemptRow, Ledger
 from orchestrator.paths import SweepPaths
@@ -135,19 +135,13 @@ class Backend(ABC):
         """Backends that run cells here: return once the cells earlier commands started have ended."""
 
 
-BACKENDS: dict[str, type[Backend]] = {}
-_LAZY = {"local": "orchestrator.backends.local", "slurm": "orchestrator.backends.slurm"}
-
-
-def register(cls: type[Backend]) -> type[Backend]:
-    BACKENDS[cls.name] = cls
-    return cls
+# name (cluster.backend) -> "module:Class"; a backend's module is imported when a sweep uses it.
+BACKENDS: Registry[str] = Registry("cluster.backend", {
+    "local": "orchestrator.backends.local:LocalBackend",
+    "slurm": "orchestrator.backends.slurm:SlurmBackend",
+})  # fmt: skip
 
 
 def get_backend(cluster: dict[str, Any]) -> Backend:
-    name = cluster["backend"]
-    if name not in BACKENDS and name in _LAZY:
-        importlib.import_module(_LAZY[name])
-    if name not in BACKENDS:
-        raise ValueError(f"unknown cluster.backend {name!r}: expected one of {', '.join(sorted(_LAZY))}")
-    return BACKENDS[name](cluster)
+    """The backend ``cluster.backend`` names; :class:`jobs.registry.UnknownNameError` for any other name."""
+    return BACKENDS.load(cluster["backend"])(cluster)

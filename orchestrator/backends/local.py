@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.backends import local_processes as procs
-from orchestrator.backends.base import Backend, CellJob, SchedulerState, ShapeGroup, SubmitOutcome, register
+from orchestrator.backends.base import Backend, CellJob, SchedulerState, ShapeGroup, SubmitOutcome
 from orchestrator.entry_point import no_room_reason
 from orchestrator.errors import ExitCode, NoRoomError, Terminated
 from orchestrator.ledger import AttemptRow, Ledger, fault_point
@@ -41,7 +41,6 @@ NEVER_STARTED = "never started: the command that queued it ended first; rerun th
 ENDED = "its process ended without an outcome"
 
 
-@register
 class LocalBackend(Backend):
     name = "local"
     detached = False

@@ -22,8 +22,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from jobs.atomic import write_atomic_text
 from jobs.schema import open_regular
-from orchestrator.backends.base import Backend, CellJob, SchedulerState, Shape, ShapeGroup, SubmitOutcome, register
+from orchestrator.backends.base import Backend, CellJob, SchedulerState, Shape, ShapeGroup, SubmitOutcome
 from orchestrator.backends.slurm_limits import read_limits
 from orchestrator.errors import SubmissionError
 from orchestrator.ledger import Ledger
@@ -199,7 +200,6 @@ def scheduler_log_reason(paths_or_log_dir: SweepPaths | Path, job_key: str) -> t
     return fallback
 
 
-@register
 class SlurmBackend(Backend):
     name = "slurm"
     detached = True
@@ -222,9 +222,10 @@ class SlurmBackend(Backend):
     def _write(self, paths: SweepPaths, group: ShapeGroup, name: str, cells_file: Path, out_dirs: list[str]) -> Path:
         paths.jobs.mkdir(parents=True, exist_ok=True)
         script = render_script(paths, group, name, cells_file, self.exclude_nodes)
-        cells_file.write_text(json.dumps([[c.cell_file, o] for c, o in zip(group.cells, out_dirs, strict=True)]))
+        cells = [[c.cell_file, o] for c, o in zip(group.cells, out_dirs, strict=True)]
+        write_atomic_text(cells_file, json.dumps(cells))
         script_path = paths.jobs / f"{name}.sh"
-        script_path.write_text(script)
+        write_atomic_text(script_path, script)
         return script_path
 
     def submit(
