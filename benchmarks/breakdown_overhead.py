@@ -1,6 +1,6 @@
 """What the step breakdown costs: the same dnnbench cell with and without it, in alternating pairs.
 
-With ``DNNBENCH_BREAKDOWN=0`` (jobs/breakdown.py) the loop opens no parts and the strategies
+With ``breakdown=false`` (the default; jobs/breakdown.py) the loop opens no parts and the strategies
 register no timed comm hooks (DDP's bucket all-reduce hook, Horovod's launch record, FSDP's timed
 all-gather and reduce-scatter, ZeRO's timed broadcast): the bare loop. Everything else, the
 bandwidth probe before warm-up included, is the same. Prints each pair and the ratio's median
@@ -11,7 +11,6 @@ and range (instrumented / bare training throughput, from wall time and from the 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from statistics import median
@@ -50,16 +49,12 @@ def main() -> None:
     overrides = [*cell_overrides(args.framework, args, args.processes, 1), *FRAMEWORK_OVERRIDES[args.framework]]
 
     def run(folder: Path, enabled: str) -> tuple[float, float]:
-        os.environ["DNNBENCH_BREAKDOWN"] = enabled
-        try:
-            return counted_rates(dnnbench_train_phases(overrides, folder, args.processes))
-        finally:
-            os.environ.pop("DNNBENCH_BREAKDOWN", None)
+        return counted_rates(dnnbench_train_phases([*overrides, f"breakdown={enabled}"], folder, args.processes))
 
     compare_pairs(
         args,
-        lambda folder: run(folder, "1"),
-        lambda folder: run(folder, "0"),
+        lambda folder: run(folder, "true"),
+        lambda folder: run(folder, "false"),
         f"breakdown on / off, {args.framework}, {args.processes} processes, resnet18, CPU",
     )
 

@@ -156,6 +156,10 @@ class BenchConfig:
     precision: str = "fp32"  # a PrecisionName; amp and bf16 need a GPU
     # cuDNN tries the convolution algorithms for each input shape first and keeps the fastest.
     cudnn_benchmark: bool = False
+    # Time each step's parts and the framework's collectives (jobs/breakdown.py). It costs DDP
+    # 1–2.5 % of its throughput on a CPU (BENCHMARKS.md, "Step breakdown"), more than a measured
+    # number may silently pay: off unless asked for, and part of the cell's identity.
+    breakdown: bool = False
     threads_per_process: int = 1  # OMP_NUM_THREADS / torch threads, the same for every framework
     device: str = "auto"  # a DeviceName
     lr: float = 0.05

@@ -16,7 +16,6 @@ and carved waits are host times there. On the CPU everything is the host clock.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -217,17 +216,15 @@ class NoParts(StepParts):
 
 
 NO_PARTS = NoParts()
-# Benchmark hook: DNNBENCH_BREAKDOWN=0 runs the bare loop, nothing timed per part and no timed
-# comm hooks (benchmarks/breakdown_overhead.py measures what the breakdown costs against it). An
-# environment variable, not a config key: the cell is the same cell.
-BREAKDOWN_ENV = "DNNBENCH_BREAKDOWN"
 
 
-def enabled() -> bool:
-    return os.environ.get(BREAKDOWN_ENV, "1") != "0"
+def enabled(cfg: Any) -> bool:
+    """Whether the cell asked for the breakdown (``breakdown=true``): without it the loop opens no
+    parts and the strategies register no timed comm hooks, the bare loop."""
+    return bool(cfg.get("breakdown", False)) if hasattr(cfg, "get") else bool(getattr(cfg, "breakdown", False))
 
 
-def step_parts(device: torch.device) -> StepParts:
-    if not enabled():
+def step_parts(device: torch.device, cfg: Any) -> StepParts:
+    if not enabled(cfg):
         return NO_PARTS
     return CudaStepParts() if device.type == "cuda" else StepParts()

@@ -80,7 +80,7 @@ def train_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: Memory
     strategy.begin_phase("train")
     strategy.barrier()
     clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)
-    strategy.parts = parts = step_parts(device)
+    strategy.parts = parts = step_parts(device, strategy.cfg)
     samples, last = 0, None
     delay = _test_delay_s()
     wall.start()
@@ -114,7 +114,7 @@ def val_phase(strategy: Strategy, source: BatchSource, cfg: Any, probe: MemoryPr
     probe.reset()
     strategy.barrier()
     clock, wall, energy = StepClock(device), WallClock(device), PhaseEnergy(device)
-    strategy.parts = parts = step_parts(device)
+    strategy.parts = parts = step_parts(device, strategy.cfg)
     correct = evaluated = samples = 0
     warmup = 0
     delay = _test_delay_s()

@@ -17,6 +17,9 @@ ADDED_CONFIG_DEFAULTS: dict[str, Any] = {
     "cluster.gpu_type": None,
     "cluster.exclusive": False,
     "pipeline.bandwidth": "config",
+    # Cells planned before the knob were timed part by part (or, before the breakdown existed,
+    # ran the same loop without it): their ids stay where they were.
+    "breakdown": True,
     # env=current (conf/structured.py EnvConfig): what every cell before named environments ran in.
     "env": {
         "name": "current", "python": None, "setup": [], "variables": {},

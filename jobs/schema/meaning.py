@@ -92,11 +92,26 @@ def validate(doc: Any, *, numbers_finite: bool = False, shape_checked: bool = Fa
             phase_reasons = _phase_meaning(where, phase, unusable, doc["memory_kind"], limits)
             if not unusable & {"breakdown", "step_times_s"}:
                 phase_reasons += _breakdown_reasons(where, phase)
+                phase_reasons += _breakdown_knob_reasons(where, phase, doc.get("config"))
             if shape is not None and not unusable & _SAMPLE_FIELDS:
                 phase_reasons += _step_reasons(where, name, phase, shape, doc["counts_samples"])
                 phase_reasons += _sample_reasons(where, name, phase, shape, doc["counts_samples"])
         reasons += phase_reasons
     return reasons
+
+
+def _breakdown_knob_reasons(where: str, phase: Mapping[str, Any], config: Any) -> list[str]:
+    """A phase's breakdown against the cell's ``breakdown`` knob: a row of a bare cell must not hold
+    instrumented steps, nor an instrumented one bare steps. Configs from before the knob say nothing."""
+    asked = config.get("breakdown") if isinstance(config, Mapping) else None
+    if not isinstance(asked, bool):
+        return []
+    present = phase.get("breakdown") is not None
+    if present and not asked:
+        return [f"{where}breakdown: present, but the cell ran with breakdown=false (the bare loop)"]
+    if asked and not present and phase.get("step_times_s"):
+        return [f"{where}breakdown: missing, but the cell asked for breakdown=true"]
+    return []
 
 
 def _model_state_reasons(

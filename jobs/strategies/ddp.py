@@ -74,7 +74,7 @@ class DDPStrategy(DataParallelStrategy):
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=device_ids)
-        if breakdown.enabled():
+        if breakdown.enabled(self.cfg):
             wrapped.register_comm_hook(self, timed_allreduce)
         return wrapped, optimizer
 

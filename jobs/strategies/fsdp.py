@@ -127,7 +127,7 @@ class FSDPStrategy(DDPStrategy):
             model, knobs.wrap, self.mesh, reshard_after_forward=bool(knobs.reshard_after_forward), mp_policy=policy
         )
         for module in model.modules():
-            if isinstance(module, FSDPModule) and breakdown.enabled():
+            if isinstance(module, FSDPModule) and breakdown.enabled(self.cfg):
                 module.set_custom_all_gather(TimedAllGather(self))
                 module.set_custom_reduce_scatter(TimedReduceScatter(self))
         # fully_shard replaced every parameter by a sharded DTensor: the optimizer is built again over those.

@@ -88,7 +88,7 @@ class HorovodStrategy(DataParallelStrategy):
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
         # Each gradient's hook calls this method on the instance: when the first one is launched.
-        if breakdown.enabled():
+        if breakdown.enabled(self.cfg):
             optimizer._allreduce_grad_async = self._record_launch(optimizer._allreduce_grad_async)  # type: ignore[attr-defined]
         return model, optimizer
 

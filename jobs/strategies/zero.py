@@ -27,7 +27,7 @@ class ZeroStrategy(DDPStrategy):
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
         model, _ = super().wrap(model, optimizer)
         sharded = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=type(optimizer), **optimizer.defaults)
-        if breakdown.enabled():
+        if breakdown.enabled(self.cfg):
             sharded._sync_params = self._timed_broadcast(sharded._sync_params)  # type: ignore[method-assign]
         return model, sharded
 
