@@ -16,7 +16,7 @@ from typing import Any
 from analysis.load import config_key
 from jobs import schema
 from jobs.atomic import write_atomic_text
-from jobs.frameworks import kind_of
+from jobs.frameworks import sample_counting_of
 from jobs.layout import AttemptPaths, SweepLayout
 from jobs.pipeline import planner
 from jobs.pipeline.section import pipeline_section
@@ -288,7 +288,7 @@ def write_cell(
     write_atomic_text(cell_paths.cell_file, json.dumps({"cell_id": cell_id, "config": cfg}, indent=1), durable=False)
     counting = dump_options.pop("counting_ranks", None)
     sections = None
-    if kind_of(cfg["framework"]["name"]) == "pipelined" and "pipeline" not in dump_options:
+    if sample_counting_of(cfg["framework"]["name"]) == "pipelined" and "pipeline" not in dump_options:
         sections = pipeline_sections(cfg, step_times, dump_options.get("peak_bytes", 976_715_776))
         counting = counting if counting is not None else {r for r, sec in enumerate(sections) if sec["is_last_stage"]}
     for rank, times in enumerate(step_times):

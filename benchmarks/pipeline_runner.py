@@ -29,7 +29,7 @@ from jobs.models import build_model
 from jobs.pipeline import planner
 from jobs.pipeline.blocks import split_blocks, stage_module
 from jobs.strategies.pipeline import PipelineStrategy
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 
 
 def _sync(device: torch.device) -> None:
@@ -94,9 +94,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     world = int(__import__("os").environ["WORLD_SIZE"])
-    config = cfgmod.resolved(
+    config = compose_config.resolved(
         # One stage per process, as the bare loop runs (it has no data-parallel replicas).
-        cfgmod.compose(["framework=pipeline", f"gpus={world}", "pipeline.replicas=1", *args.overrides])
+        compose_config.compose(["framework=pipeline", f"gpus={world}", "pipeline.replicas=1", *args.overrides])
     )
     cfg = OmegaConf.create(config)
     torch.set_num_threads(cfg.threads_per_process)

@@ -35,7 +35,7 @@ from jobs.pipeline.async_schedules import AsyncPipeline, StageTimer
 from jobs.pipeline.blocks import split_blocks, stage_module
 from jobs.pipeline.profiler import cached_profile
 from jobs.strategies.pipeline import TimedStage
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 
 Step = Callable[[torch.Tensor, torch.Tensor], None]
 
@@ -120,8 +120,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     world = int(os.environ["WORLD_SIZE"])
-    config = cfgmod.resolved(
-        cfgmod.compose(["framework=pipeline", f"gpus={world}", f"pipeline.stages={world}", *args.overrides])
+    config = compose_config.resolved(
+        compose_config.compose(["framework=pipeline", f"gpus={world}", f"pipeline.stages={world}", *args.overrides])
     )
     cfg = OmegaConf.create(config)
     torch.set_num_threads(cfg.threads_per_process)

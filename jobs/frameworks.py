@@ -1,7 +1,7 @@
 """Every framework dnnbench benchmarks, declared once.
 
 A row names what the rest of the project needs to know about a framework: how its ranks are
-started (launcher), the class that runs a rank (strategy), how its ranks count samples (kind),
+started (launcher), the class that runs a rank (strategy), how its ranks count samples (sample_counting),
 the config section of knobs that only it reads, its plan-time checks, what it needs installed,
 and its colour in every figure. Code is named by dotted path (``module:attribute``) and imported
 on first use, so this module imports nothing heavy: a login node reads the table without torch,
@@ -22,7 +22,7 @@ from jobs.registry import Registry, load
 
 # data_parallel: every rank is a replica and counts samples. pipelined: a replica is a pipeline of
 # ranks; only the rank holding its last stage counts samples. untimed: no step is timed (noop).
-Kind = Literal["data_parallel", "pipelined", "untimed"]
+SampleCounting = Literal["data_parallel", "pipelined", "untimed"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Framework:
     launcher: str  # a name in jobs.launchers.LAUNCHERS
     # "module:Class", a jobs.strategies.base.Strategy; None when the launcher writes the dumps itself (noop).
     strategy: str | None
-    kind: Kind
+    sample_counting: SampleCounting  # how its ranks count samples (above)
     colour: str  # the same in every figure
     # Config sections only this framework reads, each with its dataclass ("module:Class", beside the
     # checks; conf/structured.py bench_config adds it to every cell's config). A cell of another
@@ -85,9 +85,9 @@ def framework(name: object) -> Framework:
     return FRAMEWORKS.get(name)
 
 
-def kind_of(name: Any) -> Kind | None:
+def sample_counting_of(name: Any) -> SampleCounting | None:
     row = FRAMEWORKS.find(name)
-    return row.kind if row else None
+    return row.sample_counting if row else None
 
 
 def foreign_knobs(name: Any) -> frozenset[str]:

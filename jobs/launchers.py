@@ -91,7 +91,7 @@ class NoopLauncher(Launcher):
 # name -> "module:Class"; a launcher's module is imported when a cell needs it.
 LAUNCHERS: Registry[str] = Registry("framework.launcher", {
     "torchrun": "jobs.launchers:TorchrunLauncher",
-    "horovodrun": "jobs.launchers_horovod:HorovodrunLauncher",
+    "horovodrun": "jobs.horovodrun_launcher:HorovodrunLauncher",
     "noop": "jobs.launchers:NoopLauncher",
 })  # fmt: skip
 

@@ -304,6 +304,6 @@ def _mnist_problems(root: str, download: bool) -> tuple[str, ...]:
 
 
 def _check_framework(config: dict[str, Any]) -> list[str]:
-    from orchestrator.frameworks import check_framework
+    from orchestrator.framework_checks import check_framework
 
     return check_framework(config)

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 from orchestrator.group_compose import GroupCombiner
 
 _IMMUTABLE = (str, int, float, bool, type(None))  # shared between cells as they are: nothing can change them
@@ -89,12 +89,12 @@ class FastComposer:
 
     def _exact_base(self, groups: tuple[str, ...]) -> tuple[DictConfig, dict[str, Any]] | None:
         if groups not in self._bases:
-            typed = cfgmod.compose(list(groups))
+            typed = compose_config.compose(list(groups))
             unresolved = OmegaConf.to_yaml(typed)
             if _OTHER_INTERPOLATION.search(unresolved):
                 self._bases[groups] = None  # a value may feed an interpolation: compose exactly
             else:
-                self._bases[groups] = (typed, cfgmod.resolved(typed))
+                self._bases[groups] = (typed, compose_config.resolved(typed))
         return self._bases[groups]
 
     def _value(self, typed: DictConfig, text: str) -> tuple[str, Any]:
@@ -116,7 +116,7 @@ class FastComposer:
             OmegaConf.update(self._trial, path, value, merge=True)
             node = OmegaConf.select(self._trial, path, throw_on_missing=True)
         except Exception:  # OmegaConf raises many types: let Hydra say what is wrong, in its words
-            cfgmod.compose([text])
+            compose_config.compose([text])
             raise
         if isinstance(node, DictConfig) or OmegaConf.is_list(node):
             node = OmegaConf.to_container(node, resolve=True)
@@ -137,7 +137,7 @@ class FastComposer:
         base = self._base(groups)
         if base is None:
             self.slow_composes += 1
-            return cfgmod.resolved(cfgmod.compose(overrides))
+            return compose_config.resolved(compose_config.compose(overrides))
         typed, container = base
         config = dict(container)  # copied along each path that changes; the rest is shared
         for text in values:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.frameworks import kind_of
-from orchestrator import config as cfgmod
+from jobs.frameworks import sample_counting_of
+from orchestrator import config as compose_config
 from orchestrator.errors import ConfigError
 
 
 def _config(overrides: list[str]) -> dict[str, Any]:
     if not any(o.lstrip("+~").startswith("framework=") for o in overrides):
         overrides = ["framework=pipeline", *overrides]
-    config = cfgmod.resolved(cfgmod.compose(overrides))
-    cfgmod.validate(config)
-    if kind_of(config["framework"]["name"]) != "pipelined":
+    config = compose_config.resolved(compose_config.compose(overrides))
+    compose_config.validate(config)
+    if sample_counting_of(config["framework"]["name"]) != "pipelined":
         raise ConfigError(f"framework={config['framework']['name']}: profile/plan are for pipeline or model_parallel")
     return config
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestrator.errors import ConfigError
-from orchestrator.frameworks import unavailable_reason
+from orchestrator.framework_checks import unavailable_reason
 from orchestrator.ledger import Ledger
 from orchestrator.lock import sweep_lock
 from orchestrator.paths import SweepPaths

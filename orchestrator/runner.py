@@ -77,7 +77,7 @@ def rank_environment(config: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def judge(
+def judge_attempt(
     out_dir: Path, world_size: int, cell_config: dict[str, Any] | None = None, cell_id: str | None = None
 ) -> tuple[int, list[str]]:
     """(valid rank dumps, every reason the attempt is not complete and meaningful; [] when it is).
@@ -143,7 +143,7 @@ def run_cell(cell_file: str, out_dir: str, node: NodeContext | None = None, echo
     if node.node_rank != 0:
         return {"state": "node_done", "returncode": returncode}
     world = config["gpus"] * node.nnodes
-    valid, reasons = judge(out, world, config, cell["cell_id"])
+    valid, reasons = judge_attempt(out, world, config, cell["cell_id"])
     outcome = Outcome(
         state="completed" if returncode == 0 and valid == world and not reasons else "failed",
         returncode=returncode,

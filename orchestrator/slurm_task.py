@@ -23,7 +23,7 @@ from jobs import schema
 from jobs.colocation import node_jobs_snapshot, write_node_jobs
 from orchestrator.errors import CellFailedError
 from orchestrator.paths import OUTCOME_FILE
-from orchestrator.runner import NodeContext, Outcome, judge, run_cell
+from orchestrator.runner import NodeContext, Outcome, judge_attempt, run_cell
 
 
 def _node_address(name: str) -> str:
@@ -65,7 +65,7 @@ def _record_timeout(restarts: int, allowed: int) -> None:
     out_dir, world = _RUNNING.get("out_dir"), _RUNNING.get("world")
     if not isinstance(out_dir, Path) or not isinstance(world, int) or (out_dir / OUTCOME_FILE).exists():
         return
-    valid, _ = judge(out_dir, world)
+    valid, _ = judge_attempt(out_dir, world)
     reason = f"time limit near (USR2), no requeue left ({restarts} of {allowed} used)"
     outcome = Outcome(state="failed", failure_class="timeout", ranks_expected=world, ranks_valid=valid,
                       reasons=[reason])  # fmt: skip

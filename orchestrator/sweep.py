@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 from orchestrator.cell_identity import MergedPoint, backend_problem
 from orchestrator.errors import ConfigError, GridTooLargeError
 from orchestrator.fast_compose import FastComposer
-from orchestrator.frameworks import unavailable_reason
+from orchestrator.framework_checks import unavailable_reason
 
 _NO_CELLS = "the overrides give no cells (an empty sweep axis, such as seed=range(0,0)?): nothing to run"
 # The most cells one sweep may plan (grid points × repeats; README, "Running"). Planning holds every
@@ -65,10 +65,10 @@ def grid(arguments: Sequence[str]) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    with cfgmod.hydra_context():
+    with compose_config.hydra_context():
         try:
             fixed = [a for a in arguments if not _is_sweep_argument(a)]
-            base = cfgmod.compose(fixed, with_hydra=True)
+            base = compose_config.compose(fixed, with_hydra=True)
             params = base.hydra.sweeper.get("params") or {}
             preset = [f"{key}={value}" for key, value in params.items()]
             parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
@@ -146,7 +146,7 @@ def plan(
     for index, overrides in enumerate(points):
         try:
             config = composer.resolved(overrides)
-            cfgmod.validate(config, check_data=check_data)
+            compose_config.validate(config, check_data=check_data)
         except ConfigError as err:
             problems.append((str(err), " ".join(overrides) or "(defaults)"))
             continue
@@ -154,7 +154,7 @@ def plan(
         made += config["repeats"]
         for repeat in range(config["repeats"]):
             repeated = {**config, "repeat": repeat}
-            cell = Cell(cfgmod.cell_id(repeated), list(overrides), repeated)
+            cell = Cell(compose_config.cell_id(repeated), list(overrides), repeated)
             cell.unavailable = unavailable_reason(repeated)
             if cell.id not in seen:
                 seen[cell.id] = cell

@@ -23,11 +23,11 @@ from jobs.strategies import get_strategy
 from jobs.strategies.base import Placement
 from jobs.strategies.ddp import init_torch_distributed, shutdown_torch_distributed
 from jobs.strategies.fsdp import full_parameters
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 
 
 def train(variant: str, placement: Placement) -> list[torch.Tensor]:
-    cfg: Any = OmegaConf.create(cfgmod.resolved(cfgmod.compose(variant.split(","))))
+    cfg: Any = OmegaConf.create(compose_config.resolved(compose_config.compose(variant.split(","))))
     torch.set_num_threads(cfg.threads_per_process)
     strategy = get_strategy(cfg.framework.name)(cfg)
     # The process group is the one setup() would start: every variant here shares it.

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 from orchestrator import sweep
 from orchestrator.errors import ConfigError
 from orchestrator.fast_compose import FastComposer
@@ -29,7 +29,7 @@ def hydra_grid(arguments: list[str]) -> list[list[str]]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    with cfgmod.hydra_context():
+    with compose_config.hydra_context():
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
     return batch
@@ -48,7 +48,7 @@ def test_every_cell_equals_a_full_hydra_compose() -> None:
     composer = FastComposer()
     points = sweep.grid(GRID)
     for overrides in points:
-        assert composer.resolved(overrides) == cfgmod.resolved(cfgmod.compose(overrides)), overrides
+        assert composer.resolved(overrides) == compose_config.resolved(compose_config.compose(overrides)), overrides
     # The point of it: a handful of composes for the whole grid.
     assert composer.fast_cells == len(points)
     assert len([b for b in composer._bases.values() if b is not None]) == 3 * 2 * 2

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 from orchestrator import sweep
 from orchestrator.fast_compose import FastComposer
 from orchestrator.group_compose import plain_option
@@ -38,7 +38,7 @@ def _one_point_per_base(composer: FastComposer, arguments: list[str]) -> dict[tu
 def test_every_base_equals_a_full_hydra_compose(arguments):
     composer = FastComposer()
     for overrides in _one_point_per_base(composer, arguments).values():
-        assert composer.resolved(overrides) == cfgmod.resolved(cfgmod.compose(overrides)), overrides
+        assert composer.resolved(overrides) == compose_config.resolved(compose_config.compose(overrides)), overrides
 
 
 def test_a_grid_of_plain_choices_composes_once_per_changed_choice():

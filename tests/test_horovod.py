@@ -20,8 +20,8 @@ from conftest import REPO, TINY_DDP, launch_spec, run_cell_in
 from slurm_fixtures import CLUSTER_SCRIPT, dnnbench, slurm_cluster  # noqa: F401 - slurm_cluster is a fixture
 
 from jobs import schema
+from jobs.horovodrun_launcher import RANK_PREFIX
 from jobs.launchers import LaunchSpec, get_launcher
-from jobs.launchers_horovod import RANK_PREFIX
 
 pytestmark = pytest.mark.horovod
 
@@ -65,7 +65,7 @@ def test_a_one_node_cell_names_its_node_localhost_whatever_its_address(address):
 def test_one_node_runs_np_processes_on_localhost_with_the_knobs_as_flags():
     argv = get_launcher("horovodrun").command(spec())
     assert argv == [
-        "/opt/venv/bin/python", "-m", "jobs.horovod_launch",
+        "/opt/venv/bin/python", "-m", "jobs.horovodrun_pinned",
         "-np", "2", "-H", "localhost:2", "--gloo",
         "--fusion-threshold-mb", "64", "--cycle-time-ms", "1.0",
         *ENTRY,
@@ -77,7 +77,7 @@ def test_two_nodes_list_every_host_with_its_slots_and_all_knobs():
     config = {"framework": {"backend": "auto"}, "horovod": knobs}
     argv = get_launcher("horovodrun").command(spec(nnodes=2, nproc_per_node=4, hosts=("gcn1", "gcn2"), config=config))
     assert argv == [
-        "/opt/venv/bin/python", "-m", "jobs.horovod_launch",
+        "/opt/venv/bin/python", "-m", "jobs.horovodrun_pinned",
         "-np", "8", "-H", "gcn1:4,gcn2:4", "--gloo",
         "--fusion-threshold-mb", "0", "--cycle-time-ms", "2.5", "--autotune",
         "--timeline-filename", "/sweeps/s/cells/abc/attempt_0/timeline.json",
@@ -264,7 +264,7 @@ def test_a_two_node_horovod_cell_starts_the_second_node_over_ssh(slurm_cluster, 
     assert digests[0] == digests[1] and digests[0][0] == digests[0][1], "the two nodes' replicas differ"
     # Rank 1 was started through the dev cluster's sshd, as on a cluster's second node.
     assert sshd_log.read_text().count("Accepted publickey") > logins_before
-    # ... and was not told node 0's Slurm step or GPUs (jobs/horovod_launch.py).
+    # ... and was not told node 0's Slurm step or GPUs (jobs/horovodrun_pinned.py).
     node0, node1 = (d["environment"]["resources"] for d in dumps)
     assert "SLURM_STEP_GPUS" in node0["slurm_gpu_variables"] and node0["cuda_visible_devices"] is not None
     assert "SLURM_STEP_GPUS" not in node1["slurm_gpu_variables"] and node1["cuda_visible_devices"] is None

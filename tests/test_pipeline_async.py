@@ -27,7 +27,7 @@ from jobs.pipeline import planner
 from jobs.pipeline.async_schedules import AppliedUpdate, AsyncPipeline
 from jobs.pipeline.planner import BlockCost, Profile, Topology
 from jobs.strategies.base import Placement, StepResult, Strategy
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 from orchestrator.errors import ConfigError
 
 BATCH, LR, MOMENTUM = 8, 0.1, 0.9
@@ -410,9 +410,12 @@ def test_planner_charges_pipedream_an_all_reduce_per_microbatch():
 )  # fmt: skip
 def test_plan_time_checks_know_the_asynchronous_schedules(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        cfgmod.validate(cfgmod.resolved(cfgmod.compose(["framework=pipeline", "model=resnet18", *overrides])))
+        compose_config.validate(
+            compose_config.resolved(compose_config.compose(["framework=pipeline", "model=resnet18", *overrides]))
+        )
     for good in ("pipedream", "pipedream_2bw"):
-        cfgmod.validate(cfgmod.resolved(cfgmod.compose(["framework=pipeline", "gpus=2", f"pipeline.schedule={good}"])))
+        composed = compose_config.compose(["framework=pipeline", "gpus=2", f"pipeline.schedule={good}"])
+        compose_config.validate(compose_config.resolved(composed))
 
 
 # ---- the loop tells a strategy which phase starts ------------------------------------------------------
@@ -461,7 +464,7 @@ def test_the_loop_announces_each_phase_before_its_barrier():
     from jobs.loop import train_phase, val_phase
     from jobs.measure import memory_probe
 
-    cfg = OmegaConf.create(cfgmod.resolved(cfgmod.compose(
+    cfg = OmegaConf.create(compose_config.resolved(compose_config.compose(
         ["framework=ddp", "dataset=synthetic", "batch_size=4", "steps=3", "warmup_steps=2", "val_steps=2",
          "dataset.train_samples=32", "dataset.val_samples=8", "device=cpu"])))  # fmt: skip
     strategy = _PhaseLog(cfg)

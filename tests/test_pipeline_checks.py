@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 import jobs.checks.pipeline  # noqa: F401 - registers the checkers
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 from orchestrator.errors import ConfigError
 
 
 def _validate(*overrides: str) -> None:
-    cfgmod.validate(cfgmod.resolved(cfgmod.compose(list(overrides))))
+    compose_config.validate(compose_config.resolved(compose_config.compose(list(overrides))))
 
 
 def test_good_layouts_pass():

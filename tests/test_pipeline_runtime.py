@@ -17,19 +17,19 @@ from torch import nn
 
 from jobs.models import build_model
 from jobs.pipeline.blocks import split_blocks
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 
 MODEL, BATCH, MICRO = "resnet18", 4, 2
 
 
 def _config(processes: int, overrides: list[str]) -> dict:
-    cfg = cfgmod.resolved(
-        cfgmod.compose(
+    cfg = compose_config.resolved(
+        compose_config.compose(
             ["framework=pipeline", f"gpus={processes}", f"model={MODEL}", f"batch_size={BATCH}",
              f"pipeline.microbatches={MICRO}", "device=cpu", *overrides]
         )
     )  # fmt: skip
-    cfgmod.validate(cfg)
+    compose_config.validate(cfg)
     return cfg
 
 

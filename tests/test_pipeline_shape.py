@@ -21,7 +21,7 @@ from analysis.aggregate import collect
 from jobs import schema
 from jobs.pipeline import planner
 from orchestrator import cli
-from orchestrator import config as cfgmod
+from orchestrator import config as compose_config
 from orchestrator.errors import ConfigError, ExitCode
 
 SMALL = ["framework=pipeline", "model=resnet18", "gpus=2", "device=cpu", "dataset=synthetic", "batch_size=8",
@@ -179,11 +179,11 @@ def test_a_stored_config_from_before_auto_runs_one_stage_per_process(tmp_path, c
 
 
 def _validate(*overrides: str) -> None:
-    cfgmod.validate(cfgmod.resolved(cfgmod.compose(["framework=pipeline", *overrides])))
+    compose_config.validate(compose_config.resolved(compose_config.compose(["framework=pipeline", *overrides])))
 
 
 def test_hydra_keeps_a_set_value_an_int_beside_auto():
-    config = cfgmod.resolved(cfgmod.compose(["framework=pipeline", "gpus=4", "pipeline.stages=2"]))
+    config = compose_config.resolved(compose_config.compose(["framework=pipeline", "gpus=4", "pipeline.stages=2"]))
     assert config["pipeline"]["stages"] == 2 and type(config["pipeline"]["stages"]) is int
     assert config["pipeline"]["replicas"] == "auto"
 

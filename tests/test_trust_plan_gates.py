@@ -203,11 +203,11 @@ def test_the_grid_count_equals_the_expanded_grid(arguments: list[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from orchestrator import config as cfgmod
+    from orchestrator import config as compose_config
 
-    with cfgmod.hydra_context():
+    with compose_config.hydra_context():
         fixed = [a for a in arguments if not sweep._is_sweep_argument(a)]
-        params = cfgmod.compose(fixed, with_hydra=True).hydra.sweeper.get("params") or {}
+        params = compose_config.compose(fixed, with_hydra=True).hydra.sweeper.get("params") or {}
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         overrides = parser.parse_overrides([*(f"{k}={v}" for k, v in params.items()), *arguments])
         counted = sweep.grid_size(overrides)
@@ -252,16 +252,16 @@ def test_a_number_no_cell_can_run_with_is_refused_at_plan_time(tmp_path: Path, o
 
 def test_every_numeric_key_of_the_config_is_checked() -> None:
     """The walk reaches every number of a composed config, in every section: none is left to a list of keys."""
-    from orchestrator import config as cfgmod
+    from orchestrator import config as compose_config
 
-    with cfgmod.hydra_context():
-        composed = cfgmod.resolved(cfgmod.compose([*NOOP, "framework=pipeline", "pipeline.split=[2]"]))
-    walked = {key for key, _ in cfgmod._numbers(composed)}
+    with compose_config.hydra_context():
+        composed = compose_config.resolved(compose_config.compose([*NOOP, "framework=pipeline", "pipeline.split=[2]"]))
+    walked = {key for key, _ in compose_config._numbers(composed)}
     for section in ("horovod", "pipeline", "cluster", "dataset", "model"):
         assert any(key.startswith(f"{section}.") for key in walked), section
-    for key, _value in cfgmod._numbers(composed):
+    for key, _value in compose_config._numbers(composed):
         poisoned = _with(composed, key, math.inf if isinstance(_value, float) else 2**64)
-        problems, _ = cfgmod.number_problems(poisoned)
+        problems, _ = compose_config.number_problems(poisoned)
         assert any(p.startswith(f"{key}=") for p in problems), (key, problems)
 
 

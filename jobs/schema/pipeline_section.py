@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from jobs.frameworks import kind_of
+from jobs.frameworks import sample_counting_of
 from jobs.pipeline.planner import SHAPE_CHOOSERS
 from jobs.schema.fields import _LISTED, _NUM, _NUMBER_TYPES, _REPLICA_PER_RANK, _check_fields, nulls_filled
 from jobs.schema.shape import _at, _fixed_shape, _requested
@@ -91,7 +91,7 @@ def _pipeline_reasons(doc: Mapping[str, Any], checked: bool = True) -> list[str]
     """Every way ``doc``'s ``pipeline`` section is not one its cell's rank writes (docs/pipeline.md);
     types only unless ``checked`` (its numbers are finite)."""
     section, framework = doc.get("pipeline"), _at(doc["config"], "framework.name")
-    kind = kind_of(framework)
+    kind = sample_counting_of(framework)
     if section is None:
         if kind == "pipelined" and _fixed_shape(doc["config"]) is None:
             return ["pipeline: missing, but the config leaves stages × replicas to the planner (the section says them)"]

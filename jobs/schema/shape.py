@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.frameworks import kind_of
+from jobs.frameworks import sample_counting_of
 from jobs.pipeline.planner import PlanError, ShapeRequest
 from jobs.schema.fields import _ABSENT, _REPLICA_PER_RANK, exactly_equal
 
@@ -43,7 +43,7 @@ def world_size_of(config: Any) -> int | None:
 def data_replicas(config: Mapping[str, Any]) -> int | None:
     """Data-parallel replicas of a config = ranks that count samples; None for an unknown framework, and
     for a pipeline whose stages × replicas the planner chooses (:func:`dump_replicas` reads them then)."""
-    kind = kind_of(_at(config, "framework.name"))
+    kind = sample_counting_of(_at(config, "framework.name"))
     if kind in _REPLICA_PER_RANK:
         return world_size_of(config)
     if kind == "pipelined":
@@ -172,7 +172,7 @@ def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
         if not exactly_equal(doc[field_name], wanted):
             reasons.append(f"{field_name}: {doc[field_name]!r}, but the config says {dotted}={wanted!r}")
     framework = _at(config, "framework.name")
-    if kind_of(framework) in _REPLICA_PER_RANK and not doc["counts_samples"]:
+    if sample_counting_of(framework) in _REPLICA_PER_RANK and not doc["counts_samples"]:
         reasons.append(f"counts_samples: false, but every rank of {framework} counts its samples")
     last_stage = (doc.get("pipeline") or {}).get("is_last_stage")
     if type(last_stage) is bool and last_stage != doc["counts_samples"]:
@@ -182,7 +182,7 @@ def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
     size, size_reasons = _val_size(config, doc.get("extra"))
     reasons += size_reasons
     val = None
-    untimed = kind_of(framework) == "untimed"
+    untimed = sample_counting_of(framework) == "untimed"
     exact = not untimed and replicas is not None and size is not None
     if exact and (val_steps is None or (type(val_steps) is int and val_steps >= 0)):
         val = val_counts(batch, replicas, size, val_steps)
@@ -251,7 +251,8 @@ def dump_replicas(doc: Mapping[str, Any]) -> int | None:
     replicas auto) what its pipeline section records, when that makes the world size."""
     replicas = data_replicas(doc["config"])
     section = doc.get("pipeline")
-    if replicas is None and kind_of(_at(doc["config"], "framework.name")) == "pipelined" and isinstance(section, dict):
+    pipelined = sample_counting_of(_at(doc["config"], "framework.name")) == "pipelined"
+    if replicas is None and pipelined and isinstance(section, dict):
         stages, chosen = _positive_int(section.get("stages")), _positive_int(section.get("replicas"))
         if stages and chosen and stages * chosen == doc.get("world_size"):
             return chosen

@@ -4,7 +4,7 @@ The same replica, step and loop as DDP (:class:`DataParallelStrategy`); only the
 communication differs: ``hvd.DistributedOptimizer`` allreduces gradients (fused into
 buffers of ``HOROVOD_FUSION_THRESHOLD`` bytes every ``HOROVOD_CYCLE_TIME`` ms), and the
 initial parameters and optimizer state are broadcast from rank 0. horovodrun turns the
-cell's ``horovod:`` knobs into those variables (jobs/launchers_horovod.py); what the
+cell's ``horovod:`` knobs into those variables (jobs/horovodrun_launcher.py); what the
 process actually saw is recorded by :meth:`HorovodStrategy.framework_knobs`.
 """
 

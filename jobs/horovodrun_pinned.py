@@ -1,4 +1,4 @@
-"""horovodrun as a cell starts it: ``python -m jobs.horovod_launch HOROVODRUN_ARGUMENTS…``.
+"""horovodrun as a cell starts it: ``python -m jobs.horovodrun_pinned HOROVODRUN_ARGUMENTS…``.
 
 horovodrun (horovod.runner, 0.28) starts the ranks of other nodes over ssh itself, and two things
 it does there must not reach a cell:
@@ -16,7 +16,7 @@ it does there must not reach a cell:
   or ``$(…)`` runs as commands on every other node. This process therefore runs from ``/`` (a
   ``cd /`` is harmless) and each rank returns to the real working directory itself, forwarded
   quoted like any variable (:data:`WORKDIR_VARIABLE`, see ``RANK_PREFIX`` in
-  jobs/launchers_horovod.py).
+  jobs/horovodrun_launcher.py).
 """
 
 from __future__ import annotations

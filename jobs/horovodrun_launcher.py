@@ -1,6 +1,6 @@
 """The horovodrun launcher: started once, on the job's first node, for all of its ranks.
 
-``python -m jobs.horovod_launch`` is horovodrun (``horovod.runner.launch``) pinned to the job's
+``python -m jobs.horovodrun_pinned`` is horovodrun (``horovod.runner.launch``) pinned to the job's
 interpreter (as ``python -m torch.distributed.run`` is torchrun), keeping node 0's Slurm and GPU
 variables and its working directory's shell text away from the other nodes' ranks (see that
 module). It starts every rank itself: locally on hosts that resolve to this machine, over ssh on
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jobs.horovod_launch import WORKDIR_VARIABLE
+from jobs.horovodrun_pinned import WORKDIR_VARIABLE
 from jobs.launchers import Launcher, LaunchSpec
 
 TIMELINE_FILE = "timeline.json"
@@ -48,7 +48,7 @@ class HorovodrunLauncher(Launcher):
             )
         world = spec.nnodes * spec.nproc_per_node
         argv = [
-            spec.python, "-m", "jobs.horovod_launch",
+            spec.python, "-m", "jobs.horovodrun_pinned",
             "-np", str(world),
             "-H", host_list(hosts, spec.nproc_per_node),
             "--mpi" if backend == "mpi" else "--gloo",
@@ -65,6 +65,6 @@ class HorovodrunLauncher(Launcher):
         if cluster.get("ssh_port") is not None:
             argv += ["--ssh-port", str(cluster["ssh_port"])]
         if cluster.get("ssh_identity_file"):
-            # Absolute: horovodrun runs from "/" (jobs/horovod_launch.py).
+            # Absolute: horovodrun runs from "/" (jobs/horovodrun_pinned.py).
             argv += ["--ssh-identity-file", os.path.abspath(os.path.expanduser(str(cluster["ssh_identity_file"])))]
         return [*argv, *RANK_PREFIX, spec.python, *spec.entry]
