@@ -235,6 +235,7 @@ def test_added_config_keys_are_filled_in_and_left_out_without_touching_the_input
         "cluster": {"name": "slurm", "ssh_port": None, "ssh_identity_file": None, "gpu_type": None,
                     "exclusive": False},
         "env": schema.ADDED_CONFIG_DEFAULTS["env"],  # a section added whole: env=current
+        "breakdown": True,  # cells before the knob were timed part by part
     }  # fmt: skip
     assert new == before, "the caller's config was changed"
     # A value other than the old default is part of the config, not an added default.
