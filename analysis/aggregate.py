@@ -82,6 +82,19 @@ def aggregate(
     return done
 
 
+def _add_section(markdown_file: Path, section: str) -> None:
+    """``section`` into the results document, before its confounds and incomplete cells."""
+    text = markdown_file.read_text()
+    for heading in ("## Confounds", "## Incomplete cells"):
+        if f"\n{heading}\n" in text:
+            head, _, tail = text.partition(f"\n{heading}\n")
+            text = f"{head}\n{section}\n{heading}\n{tail}"
+            break
+    else:
+        text += "\n" + section
+    write_atomic_text(markdown_file, text)
+
+
 def _write_all(target: Path, done: Aggregated, *, figures: bool, report: bool, straggler_threshold: float) -> None:
     from analysis.outputs import write_tables
     from analysis.results_folder import fault_point
@@ -92,7 +105,10 @@ def _write_all(target: Path, done: Aggregated, *, figures: bool, report: bool, s
     done.written.append(target / ENVIRONMENTS_FILE)
     done.written.append(stragglers.write(target, done.loaded.ranks, straggler_threshold))
     # Before the report: its framework × environment section reads env_effect.csv (commands and all).
-    done.written += env_effect.write(target, done.results, done.loaded.sweeps, figures=figures)
+    effect_files = env_effect.write(target, done.results, done.loaded.sweeps, figures=figures)
+    done.written += effect_files
+    if effect_files:  # the table a terminal shows says it too, not only the report
+        _add_section(target / "results.md", env_effect.markdown(env_effect.read(target, done.results)))
     if figures:
         from analysis.figures import write_figures
 
