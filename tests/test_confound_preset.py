@@ -10,6 +10,7 @@ the framework effect within each environment and their interaction, with CIs.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def _sweep(arguments: list[str], cwd: Path) -> None:
 
 def test_the_confound_preset_is_flagged_then_attributed(tmp_path: Path) -> None:
     if not JEMALLOC.exists():
+        assert os.environ.get("DNNBENCH_REQUIRE_JEMALLOC") != "1", f"{JEMALLOC} is missing"
         pytest.skip("libjemalloc2 is not installed (apt install libjemalloc2)")
     project = Path(__file__).resolve().parents[1]
     sweep = tmp_path / "study"
