@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 class Need:
     module: str  # what the check imports
     distribution: str  # what pip installs
-    carried: bool  # pure Python: `make gpu-wheels` carries it; torch and torchvision are the machine's
+    carried: bool  # `make gpu-wheels` carries it; torch and torchvision are the machine's
 
 
 NEEDS = (
@@ -40,6 +40,10 @@ NEEDS = (
     Need("antlr4", "antlr4-python3-runtime", carried=True),
     Need("yaml", "PyYAML", carried=True),
     Need("packaging", "packaging", carried=True),
+    # The dump schema's typed decoding (jobs/schema/structs.py). Not pure Python: its wheel is built
+    # for this machine's Python and platform, which the card's machine must share (x86_64, CPython
+    # of the same minor version) or install msgspec itself.
+    Need("msgspec", "msgspec", carried=True),
 )
 CARRIED = tuple(need for need in NEEDS if need.carried)
 # A cell planned with only the carried wheels and the standard library: what the check does first.

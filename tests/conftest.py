@@ -111,6 +111,7 @@ TINY_DDP = [
     "framework=ddp", "model=resnet18", "gpus=2", "dataset=synthetic", "batch_size=16",
     "steps=3", "warmup_steps=1", "val_steps=2", "dataset.train_samples=128", "dataset.val_samples=64",
     "cudnn_benchmark=true",  # not the default: the dump must show the rank applied it
+    "breakdown=true",  # not the default either: the dumps carry the parts and the timed collectives
     "device=cpu",  # also where Slurm allocated the dev cluster's fake GPUs (auto would mean CUDA there)
 ]  # fmt: skip
 
