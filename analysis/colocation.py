@@ -18,7 +18,9 @@ columns say how much. ``analysis.confounds`` flags busy rows like other confound
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ NODE_FILES = "colocation_node*.json"
 # The columns this module adds to the cells and the results tables.
 COLUMNS = ("other_cpus", "cpu_steal", "load_1m", "other_gpu_processes", "other_slurm_jobs", "busy")
 _NAMED = 3  # other processes named in the busy text
+_UNREAD = object()  # phase_columns: the caller did not read node_jobs
 
 
 def _phase_records(docs: list[dict[str, Any]], phase: str) -> list[dict[str, Any]]:
@@ -56,7 +59,7 @@ def node_jobs(attempt_dir: Path) -> dict[str, dict[str, Any]] | None:
     """Other Slurm jobs seen on the attempt's nodes (job id -> squeue's line); None when none was asked."""
     seen: dict[str, dict[str, Any]] = {}
     asked = False
-    for path in sorted(attempt_dir.glob(NODE_FILES)):
+    for path in _node_files(attempt_dir):
         record, error = schema.read_json(path)  # a regular file of bounded size only: never blocks on a FIFO
         if error:
             continue
@@ -66,6 +69,17 @@ def node_jobs(attempt_dir: Path) -> dict[str, dict[str, Any]] | None:
                 asked = True
                 seen.update({str(j.get("job_id")): j for j in jobs if isinstance(j, dict)})
     return seen if asked else None
+
+
+def _node_files(attempt_dir: Path) -> list[Path]:
+    """The attempt's node records, sorted (``os.scandir`` and ``fnmatch``: Path.glob cost more than reading
+    the cell's dumps)."""
+    try:
+        with os.scandir(attempt_dir) as entries:
+            names = sorted(entry.name for entry in entries if fnmatch.fnmatchcase(entry.name, NODE_FILES))
+    except OSError:  # as Path.glob: an attempt folder that cannot be listed holds no node record
+        return []
+    return [attempt_dir / name for name in names]
 
 
 def _named_processes(records: list[dict[str, Any]]) -> str:
@@ -93,15 +107,19 @@ def busy_reasons(row: dict[str, Any], records: list[dict[str, Any]], jobs: dict[
     return reasons
 
 
-def phase_columns(docs: list[dict[str, Any]], attempt_dir: Path, phase: str) -> dict[str, Any]:
-    """The cell's colocation columns for one phase (NaN and "" where nothing was recorded)."""
+def phase_columns(
+    docs: list[dict[str, Any]], attempt_dir: Path, phase: str, jobs: Any = _UNREAD
+) -> dict[str, Any]:
+    """The cell's colocation columns for one phase (NaN and "" where nothing was recorded); ``jobs``:
+    :func:`node_jobs` of the attempt, read once by a caller that asks for every phase."""
     records = _phase_records(docs, phase)
     gpu_counts = [
         len(r["gpu"]["other_processes"])
         for r in records
         if isinstance(r.get("gpu"), dict) and isinstance(r["gpu"].get("other_processes"), list)
     ]
-    jobs = node_jobs(attempt_dir)
+    if jobs is _UNREAD:
+        jobs = node_jobs(attempt_dir)
     row: dict[str, Any] = {
         "other_cpus": _peak(_numbers(records, "other_cpus")),
         "cpu_steal": _peak(_numbers(records, "steal_fraction")),

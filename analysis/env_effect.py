@@ -133,8 +133,14 @@ def _keys_as_text(frame: Any) -> Any:
 
 
 def _environment_order(frame: Any) -> list[str]:
-    """Environments in the order the table first holds them: compare's A before B."""
-    return list(dict.fromkeys(frame["env"]))
+    """Environments in a fixed order, the reference first: compare's A before B (the sweep each first
+    appears in), and within a sweep `current` (what dnnbench itself runs in) before the others by
+    name, so the same rows always give the same ratios, whatever order the table holds them in."""
+    sweeps = list(dict.fromkeys(frame["sweep"])) if "sweep" in frame.columns else []
+    first_sweep = {}
+    for sweep, env in zip(frame["sweep"] if sweeps else [""] * len(frame), frame["env"], strict=True):
+        first_sweep.setdefault(env, sweeps.index(sweep) if sweeps else 0)
+    return sorted(first_sweep, key=lambda env: (first_sweep[env], name_of(env) != "current", env))
 
 
 def effect_table(results: Any, sweeps: dict[str, str] | None = None) -> Any:

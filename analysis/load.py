@@ -374,7 +374,8 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
     cell.attempt = attempt
     config = schema.with_added_defaults(first["config"])
     # Hashes recomputed from each rank's environment (defaults filled in), never the stored summaries.
-    hashes = sorted({schema.environment_hash(schema.with_environment_defaults(d["environment"])) for d in docs})
+    rank_hashes = [schema.environment_hash(schema.with_environment_defaults(d["environment"])) for d in docs]
+    hashes = sorted(set(rank_hashes))
     # Fields recorded only by later versions get the value older dumps ran with, then the
     # hash is taken again: an old and a new dump of one environment compare equal.
     environment = schema.with_environment_defaults(first["environment"])
@@ -403,7 +404,7 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         "repeat": first["repeat"],
         "device_type": first["device_type"],
         "memory_kind": first["memory_kind"],
-        "environment_hash": schema.environment_hash(environment),
+        "environment_hash": rank_hashes[0],  # the first rank's, defaults filled in as above
         "rank_environments_differ": _rank_env_difference(docs) if len(hashes) > 1 else "",
         "timeline": _timeline(CellPaths(path).attempt(attempt), first),
         **allocation.cell_columns(docs, config),  # what each rank was given against what the cell asked
@@ -411,6 +412,8 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
         **model_state_columns(docs),
     }
     rows = []
+    attempt_dir = CellPaths(path).attempt(attempt)
+    jobs = colocation.node_jobs(attempt_dir)  # one read of the node records for every phase
     for phase in schema.PHASES:
         row, error = _phase_row(docs, phase)
         if error:
@@ -423,7 +426,7 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
             {
                 **base,
                 **row,
-                **colocation.phase_columns(docs, CellPaths(path).attempt(attempt), phase),
+                **colocation.phase_columns(docs, attempt_dir, phase, jobs),
                 **breakdown.phase_columns(docs, phase),  # where the step went
             }
         )

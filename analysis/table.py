@@ -56,7 +56,9 @@ _NOT_KNOBS = {
 
 
 def _join(values: Any) -> str:
-    return ";".join(sorted({str(v) for v in values}))
+    # tolist() converts an Arrow string column in one call; iterating it made a Python object per value.
+    members = values.tolist() if hasattr(values, "tolist") else values
+    return ";".join(sorted({str(v) for v in members}))
 
 
 def combine_repeats(cells: Any) -> Any:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import datetime
+import enum
 import json
 import math
 import os
@@ -378,3 +381,35 @@ def test_aggregate_never_hangs_on_a_fifo(name, tmp_path, capsys):
     listed = (tmp_path / "out" / "incomplete.csv").read_text()
     assert bad.parent.name in listed and "is a FIFO, not a regular file" in listed
     assert good.parent.name in (tmp_path / "out" / "results.csv").read_text()
+
+
+def _hash_as_written(env: dict) -> str:
+    """The hash as every version took it, recomputed with no memo."""
+    comparable = {k: env.get(k) for k in schema.COMPARABLE_KEYS if k in env or k not in schema.ADDED_COMPARABLE_KEYS}
+    return schema.hashlib.sha256(json.dumps(comparable, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class _Colour(enum.Enum):
+    RED = "1"
+
+
+@dataclasses.dataclass
+class _Threads:
+    OMP_NUM_THREADS: str = "1"
+
+
+def test_a_remembered_environment_hash_is_never_given_to_another_environment(dumps):
+    # Reading a sweep remembers each environment's hash: values a compact encoding could confuse
+    # (a set and a list, an Enum and its value, a dataclass and a dict, 1 and 1.0 and true, equal
+    # instants in two time zones) each keep the hash of their own JSON text, in either order.
+    base = dumps[0]["environment"]
+    utc = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.timezone.utc)
+    plus_one = utc.astimezone(datetime.timezone(datetime.timedelta(hours=1)))
+    lookalikes = [
+        ["1", "2"], {"1", "2"}, ("1", "2"), "1", _Colour.RED, 1, 1.0, True, None,
+        {"OMP_NUM_THREADS": "1"}, _Threads(), utc, plus_one, [utc], [plus_one], float("nan"), 2**70,
+    ]  # fmt: skip
+    for order in (lookalikes, lookalikes[::-1]):
+        for value in order:
+            env = {**base, "threads": value}
+            assert schema.environment_hash(env) == _hash_as_written(env), value
