@@ -22,14 +22,16 @@ import shlex
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
+from conf.structured import CONTAINER_RUNTIMES, ContainerRuntime
 from jobs.environment import CONTAINER_VARIABLE
 from orchestrator.errors import ConfigError
 from orchestrator.shell_safety import check_path
 
-Runtime = Literal["apptainer", "pyxis", "charliecloud"]
-RUNTIMES: tuple[str, ...] = get_args(Runtime)
+# Declared once, with the config's allowed values (conf/structured.py).
+Runtime = ContainerRuntime
+RUNTIMES: tuple[str, ...] = CONTAINER_RUNTIMES
 # The executable each runtime needs on the node (pyxis is a plugin of srun).
 RUNTIME_EXECUTABLES: dict[str, str] = {"apptainer": "apptainer", "charliecloud": "ch-run", "pyxis": "srun"}
 # Backends whose tasks srun starts: pyxis options exist only there.
