@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from analysis import allocation, breakdown, colocation
 from analysis.errors import AnalysisError
 from analysis.stats import summarize
@@ -201,6 +203,28 @@ def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _configuration_of(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(:func:`config_key`, the flattened config minus ``repeat``) of a cell's config, worked out once for all
+    the repeats of a configuration: kept by the configuration's exact JSON text (``config`` was parsed from
+    cell.json and dumps, so its values are JSON's types, whose text is equal only for equal values)."""
+    measured = {k: v for k, v in config.items() if k != "repeat"}
+    try:
+        key = _CONFIGURATION_KEY(measured)
+    except (TypeError, ValueError, OverflowError):  # an int beyond 64 bits: worked out every time
+        return config_key(config), flatten(measured)
+    known = _CONFIGURATIONS.get(key)
+    if known is None:
+        if len(_CONFIGURATIONS) >= _CONFIGURATIONS_KEPT:
+            _CONFIGURATIONS.clear()
+        known = _CONFIGURATIONS[key] = (config_key(config), flatten(measured))
+    return known[0], dict(known[1])  # a copy: whoever holds the row may change it
+
+
+_CONFIGURATIONS: dict[bytes, tuple[str, dict[str, Any]]] = {}
+_CONFIGURATIONS_KEPT = 4096
+_CONFIGURATION_KEY = msgspec.json.Encoder().encode
+
+
 def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in doc.items():
@@ -374,14 +398,16 @@ def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any
     cell.attempt = attempt
     config = schema.with_added_defaults(first["config"])
     # Hashes recomputed from each rank's environment (defaults filled in), never the stored summaries.
-    rank_hashes = [schema.environment_hash(schema.with_environment_defaults(d["environment"])) for d in docs]
+    # (Every dump was parsed from its file: JSON's types only, which the hash's memo needs no walk to know.)
+    rank_hashes = [
+        schema.environment_hash(schema.with_environment_defaults(d["environment"]), decoded=True) for d in docs
+    ]
     hashes = sorted(set(rank_hashes))
     # Fields recorded only by later versions get the value older dumps ran with, then the
     # hash is taken again: an old and a new dump of one environment compare equal.
     environment = schema.with_environment_defaults(first["environment"])
     cell.environment = comparable_environment(environment)
-    cell.config_key = config_key(config)
-    cell.flat_config = flatten({k: v for k, v in config.items() if k != "repeat"})
+    cell.config_key, cell.flat_config = _configuration_of(config)
     base = {
         "sweep": sweep,
         "cell_id": cell.cell_id,
@@ -536,7 +562,7 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
             advance(done)
     problem_columns = ["sweep", "cell_id", "attempt", "status", "reason"]
     return Loaded(
-        cells=_with_shape_ints(pd.DataFrame(rows)),
+        cells=_with_nullable_ints(pd.DataFrame(rows)),
         ranks=pd.DataFrame(ranks),
         stages=pd.DataFrame(stages),
         problems=pd.DataFrame(problems, columns=problem_columns).astype({"attempt": "Int64"}),
@@ -562,9 +588,13 @@ def _vanished_cells(sweeps: dict[str, Path], jobs: list[tuple[str, str]]) -> lis
     return [row for cell in vanished for row in cell.problems]
 
 
-def _with_shape_ints(cells: Any) -> Any:
-    """The pipeline shape columns as nullable ints: 2, not 2.0, and empty for cells without a pipeline."""
-    present = [c for c in ("pp_stages", "pp_replicas") if c in cells]
+# Counts a cell may lack (None), as nullable ints: 2, not 2.0, empty where absent, and combined per configuration
+# in C (an object column of ints and Nones took pandas' per-group Python road).
+NULLABLE_INT_COLUMNS = ("pp_stages", "pp_replicas", "cpus_per_rank", "gpus_per_rank")
+
+
+def _with_nullable_ints(cells: Any) -> Any:
+    present = [c for c in NULLABLE_INT_COLUMNS if c in cells]
     return cells.astype(dict.fromkeys(present, "Int64")) if present else cells
 
 

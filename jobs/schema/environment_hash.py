@@ -52,16 +52,20 @@ def with_environment_defaults(env: Mapping[str, Any]) -> dict[str, Any]:
     return {**ADDED_ENVIRONMENT_DEFAULTS, **env}
 
 
-def environment_hash(env: Mapping[str, Any]) -> str:
-    """12 hex digits over the ``COMPARABLE_KEYS`` of an environment fingerprint."""
+def environment_hash(env: Mapping[str, Any], *, decoded: bool = False) -> str:
+    """12 hex digits over the ``COMPARABLE_KEYS`` of an environment fingerprint.
+
+    ``decoded``: ``env`` was parsed from JSON text, so it holds JSON's types only and the memo below needs
+    no walk to be sure of it.
+    """
     comparable = {key: env.get(key) for key in COMPARABLE_KEYS if key in env or key not in ADDED_COMPARABLE_KEYS}
-    return _hash_of(comparable)
+    return _hash_of(comparable, decoded)
 
 
-def _hash_of(comparable: Mapping[str, Any]) -> str:
+def _hash_of(comparable: Mapping[str, Any], decoded: bool = False) -> str:
     # Reading a sweep hashes the same few environments tens of thousands of times: the hash is kept by
     # a key that is equal only for equal values, so the JSON text and the SHA-256 run once per environment.
-    key = _memo_key(comparable)
+    key = _memo_key(comparable, decoded)
     if key is not None and (known := _HASHES.get(key)) is not None:
         return known
     text = json.dumps(comparable, sort_keys=True, default=str)
@@ -79,15 +83,16 @@ _MEMO_ENCODER = msgspec.msgpack.Encoder(order="sorted")
 _JSON_LEAVES = frozenset((str, int, float, bool, type(None)))
 
 
-def _memo_key(comparable: Mapping[str, Any]) -> bytes | None:
+def _memo_key(comparable: Mapping[str, Any], decoded: bool = False) -> bytes | None:
     """Bytes equal only for values whose JSON text is equal, else None (no memo).
 
     Only a tree of exactly dict (str keys), list, str, int, float, bool and null gets a key: for those,
     sorted-key msgpack is canonical and keeps int, float (NaN and infinities bit for bit), bool and null
     apart. msgpack would also encode a set as a list, an Enum as its value and a dataclass as a dict,
-    whose ``default=str`` texts differ: such a value is hashed every time.
+    whose ``default=str`` texts differ: such a value is hashed every time. ``decoded``: the values were
+    parsed from JSON text, so they are of those types by construction and the walk is skipped.
     """
-    if not _plain_json(comparable):
+    if not decoded and not _plain_json(comparable):
         return None
     try:
         return _MEMO_ENCODER.encode(comparable)
@@ -124,23 +129,24 @@ def _plain_json(value: Any) -> bool:
 HASHED_SINCE_ADDED = ("numerics",)
 
 
-def environment_hashes(env: Mapping[str, Any]) -> tuple[str, ...]:
+def environment_hashes(env: Mapping[str, Any], *, decoded: bool = False) -> tuple[str, ...]:
     """Every hash a dump holding ``env`` may have stored: :func:`environment_hash` (as this version
     hashes), and, for a dump lacking a key of :data:`HASHED_SINCE_ADDED`, the hash its version took."""
     # Looked up on the package: the function callers see (and may patch) is jobs.schema's.
     from jobs import schema as package
 
-    current = package.environment_hash(env)
+    current = package.environment_hash(env, decoded=True) if decoded else package.environment_hash(env)
     absent = [key for key in HASHED_SINCE_ADDED if key not in env]
     if not absent:
         return (current,)
     keys = [k for k in COMPARABLE_KEYS if k not in absent and (k in env or k not in ADDED_COMPARABLE_KEYS)]
-    return current, _hash_of({key: env.get(key) for key in keys})
+    return current, _hash_of({key: env.get(key) for key in keys}, decoded)
 
 
-def environment_reasons(doc: Mapping[str, Any]) -> list[str]:
-    """The stored ``environment_hash`` against the hash of the stored environment (never trusted as written)."""
-    stored, hashes = doc["environment_hash"], environment_hashes(doc["environment"])
+def environment_reasons(doc: Mapping[str, Any], *, decoded: bool = False) -> list[str]:
+    """The stored ``environment_hash`` against the hash of the stored environment (never trusted as written);
+    ``decoded`` as for :func:`environment_hash`."""
+    stored, hashes = doc["environment_hash"], environment_hashes(doc["environment"], decoded=decoded)
     if stored in hashes:
         return []
     return [f"environment_hash: stored {stored!r}, but the environment hashes to {hashes[0]!r} "

@@ -63,7 +63,7 @@ def validate(doc: Any, *, numbers_finite: bool = False, shape_checked: bool = Fa
     if doc["memory_kind"] not in MEMORY_KINDS:
         reasons.append(f"memory_kind: expected one of {MEMORY_KINDS}, got {doc['memory_kind']!r}")
     reasons += _device_reasons(doc)
-    reasons += environment_reasons(doc)
+    reasons += environment_reasons(doc, decoded=shape_checked)
     limits = _memory_limits(doc["environment"])
     if not 0 <= doc["rank"] < doc["world_size"]:
         reasons.append(f"rank: {doc['rank']} outside world_size {doc['world_size']}")
@@ -72,7 +72,7 @@ def validate(doc: Any, *, numbers_finite: bool = False, shape_checked: bool = Fa
         reasons.append(f"environment: missing {', '.join(missing_env)}")
     limit = limits[1 if doc["device_type"] == "cuda" else 0]
     reasons += _model_state_reasons(doc.get("model_state"), limit, shape_checked)
-    shape, shape_reasons = _shape(doc)
+    shape, shape_reasons = _shape(doc, decoded=shape_checked)
     reasons += shape_reasons
     # Numbers that are not finite are named already; checking their meaning would only restate it.
     reasons += _pipeline_reasons(doc, checked=not any(path.startswith("pipeline.") for path, _ in found))

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from jobs.frameworks import sample_counting_of
 from jobs.pipeline.planner import PlanError, ShapeRequest
 from jobs.schema.fields import _ABSENT, _REPLICA_PER_RANK, exactly_equal
@@ -151,15 +153,60 @@ def _train_steps(
     return timed, f"epochs={epochs} of {per_epoch} steps less warmup_steps={warmup} time {timed}", warmup, reasons
 
 
-def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
-    """What ``doc``'s config lets it hold, and every way its identity disagrees with that config."""
+def _shape(doc: Mapping[str, Any], *, decoded: bool = False) -> tuple[_Shape | None, list[str]]:
+    """What ``doc``'s config lets it hold, and every way its identity disagrees with that config.
+
+    ``decoded``: ``doc`` was parsed from JSON text (it holds JSON's types only), so what its config lets a
+    rank hold is kept by the config's exact text: the ranks of a cell share one config, and it is worked
+    out once per cell instead of once per rank.
+    """
     config = doc["config"]
-    reasons = []
+    extra, section, world_size = doc.get("extra"), doc.get("pipeline"), doc["world_size"]
+    key = _facts_key(config, extra, section, world_size) if decoded else None
+    facts = _FACTS.get(key) if key is not None else None
+    if facts is None:
+        facts = _config_facts(config, extra, section, world_size)
+        if key is not None:
+            if len(_FACTS) >= _FACTS_KEPT:
+                _FACTS.clear()  # only costs working the facts out again
+            _FACTS[key] = facts
+    shape, config_reasons = facts
+    if shape is None:
+        return None, list(config_reasons)
+    return shape, _identity_reasons(doc, config, shape) + list(config_reasons)
+
+
+def _config_facts(
+    config: Mapping[str, Any], extra: Any, section: Any, world_size: Any
+) -> tuple[_Shape | None, tuple[str, ...]]:
+    """(what ``config`` lets one of its ranks produce, every reason the config cannot say) — nothing of the
+    rank itself but the split sizes it recorded (``extra.data``) and, for a pipeline whose shape the planner
+    chose, the shape its section records."""
     batch = _positive_int(config.get("batch_size"))
     world = world_size_of(config)
     if batch is None or world is None:
         shown = {key: config.get(key) for key in ("batch_size", "gpus", "nodes")}
-        return None, [f"config: batch_size, gpus and nodes must be positive ints, got {shown}"]
+        return None, (f"config: batch_size, gpus and nodes must be positive ints, got {shown}",)
+    framework = _at(config, "framework.name")
+    replicas = _replicas(config, section, world_size)
+    val_steps = config.get("val_steps", _ABSENT)
+    size, reasons = _val_size(config, extra)
+    val = None
+    untimed = sample_counting_of(framework) == "untimed"
+    exact = not untimed and replicas is not None and size is not None
+    if exact and (val_steps is None or (type(val_steps) is int and val_steps >= 0)):
+        val = val_counts(batch, replicas, size, val_steps)
+    train_timed, train_source, warmup, step_reasons = _train_steps(config, extra, replicas, batch, untimed, framework)
+    reasons += step_reasons
+    shape = _Shape(batch=batch, replicas=replicas, val_steps=val_steps, val_size=size, val=val, framework=framework,
+                   untimed=untimed, train_timed=train_timed, train_source=train_source, warmup=warmup)  # fmt: skip
+    return shape, tuple(reasons)
+
+
+def _identity_reasons(doc: Mapping[str, Any], config: Mapping[str, Any], shape: _Shape) -> list[str]:
+    """Every way the rank's own fields (world, ranks, names, whether it counts samples) disagree with its config."""
+    reasons = []
+    world = world_size_of(config)
     if doc["world_size"] != world:
         reasons.append(f"world_size: {doc['world_size']}, but the config's gpus × nodes = {world}")
     if not 0 <= doc["local_rank"] < config["gpus"]:
@@ -171,28 +218,30 @@ def _shape(doc: Mapping[str, Any]) -> tuple[_Shape | None, list[str]]:
         wanted = _at(config, dotted)
         if not exactly_equal(doc[field_name], wanted):
             reasons.append(f"{field_name}: {doc[field_name]!r}, but the config says {dotted}={wanted!r}")
-    framework = _at(config, "framework.name")
+    framework = shape.framework
     if sample_counting_of(framework) in _REPLICA_PER_RANK and not doc["counts_samples"]:
         reasons.append(f"counts_samples: false, but every rank of {framework} counts its samples")
     last_stage = (doc.get("pipeline") or {}).get("is_last_stage")
     if type(last_stage) is bool and last_stage != doc["counts_samples"]:
         reasons.append(f"counts_samples: {doc['counts_samples']}, but pipeline.is_last_stage is {last_stage}")
-    replicas = dump_replicas(doc)
-    val_steps = config.get("val_steps", _ABSENT)
-    size, size_reasons = _val_size(config, doc.get("extra"))
-    reasons += size_reasons
-    val = None
-    untimed = sample_counting_of(framework) == "untimed"
-    exact = not untimed and replicas is not None and size is not None
-    if exact and (val_steps is None or (type(val_steps) is int and val_steps >= 0)):
-        val = val_counts(batch, replicas, size, val_steps)
-    train_timed, train_source, warmup, step_reasons = _train_steps(
-        config, doc.get("extra"), replicas, batch, untimed, framework
-    )
-    reasons += step_reasons
-    shape = _Shape(batch=batch, replicas=replicas, val_steps=val_steps, val_size=size, val=val, framework=framework,
-                   untimed=untimed, train_timed=train_timed, train_source=train_source, warmup=warmup)  # fmt: skip
-    return shape, reasons
+    return reasons
+
+
+# Facts by the exact JSON text of what they are worked out from. Only documents parsed from JSON text get a
+# key: their values are JSON's types, whose msgspec text is equal only for equal values (1, 1.0 and true differ).
+_FACTS: dict[bytes, tuple[_Shape | None, tuple[str, ...]]] = {}
+_FACTS_KEPT = 4096
+_KEY_ENCODER = msgspec.json.Encoder()
+
+
+def _facts_key(config: Any, extra: Any, section: Any, world_size: Any) -> bytes | None:
+    data = extra.get("data") if isinstance(extra, dict) else None
+    recorded = [[key in data, data.get(key)] for key in ("train_samples", "val_samples")] if isinstance(data, dict) else 0
+    shape = [section.get("stages"), section.get("replicas")] if isinstance(section, dict) else 0
+    try:
+        return _KEY_ENCODER.encode([config, recorded, shape, world_size])
+    except (TypeError, ValueError, OverflowError):  # an int beyond 64 bits: worked out every time
+        return None
 
 
 def _step_reasons(where: str, name: str, phase: Mapping[str, Any], shape: _Shape, counts: bool) -> list[str]:
@@ -249,11 +298,14 @@ def _fixed_shape(config: Mapping[str, Any]) -> tuple[int, int] | None:
 def dump_replicas(doc: Mapping[str, Any]) -> int | None:
     """Data-parallel replicas of the cell that wrote ``doc``: what its config fixes, else (stages and
     replicas auto) what its pipeline section records, when that makes the world size."""
-    replicas = data_replicas(doc["config"])
-    section = doc.get("pipeline")
-    pipelined = sample_counting_of(_at(doc["config"], "framework.name")) == "pipelined"
+    return _replicas(doc["config"], doc.get("pipeline"), doc.get("world_size"))
+
+
+def _replicas(config: Mapping[str, Any], section: Any, world_size: Any) -> int | None:
+    replicas = data_replicas(config)
+    pipelined = sample_counting_of(_at(config, "framework.name")) == "pipelined"
     if replicas is None and pipelined and isinstance(section, dict):
         stages, chosen = _positive_int(section.get("stages")), _positive_int(section.get("replicas"))
-        if stages and chosen and stages * chosen == doc.get("world_size"):
+        if stages and chosen and stages * chosen == world_size:
             return chosen
     return replicas

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import structs
 
 from jobs.schema.fields import SCHEMA_NAME, SCHEMA_VERSION
 
@@ -44,6 +45,7 @@ class Memory(msgspec.Struct):
     peak_reserved_bytes: Count | None = None
     peak_rss_bytes: Count | None = None
     end_rss_bytes: Count | None = None
+    peak_is_per_phase: bool | None = None  # whether the RSS peak could be reset for this phase (docs/metrics.md)
 
 
 class Phase(msgspec.Struct):
@@ -119,6 +121,25 @@ DecodeFailure = (msgspec.DecodeError, msgspec.ValidationError)
 def decode_dump(raw: bytes) -> Dump:
     """``raw`` parsed and shape-checked into a :class:`Dump`; raises one of :data:`DecodeFailure`."""
     return _DECODER.decode(raw)
+
+
+def as_document(dump: Dump) -> dict[str, Any]:
+    """``dump`` as the plain dicts the meaning checks and the analysis read, made without parsing again or
+    copying a list or a section: the dicts hold the decoded values themselves. A field the text lacked holds
+    the struct's default (null), as :func:`jobs.schema.fields.nulls_filled` would fill it; a field the
+    structs do not declare (a newer writer's) is not there, as no reader of this version reads it."""
+    doc = structs.asdict(dump)
+    phases = dump.phases
+    doc["phases"] = {"train": _phase_document(phases.train), "val": _phase_document(phases.val)}
+    if dump.model_state is not None:
+        doc["model_state"] = structs.asdict(dump.model_state)
+    return doc
+
+
+def _phase_document(phase: Phase) -> dict[str, Any]:
+    doc = structs.asdict(phase)
+    doc["memory"] = structs.asdict(phase.memory)
+    return doc
 
 
 def decode_document(raw: bytes) -> Any:
