@@ -70,8 +70,25 @@ def _series(frame: Any):
         sweep, framework, batch, *settings = values
         parts = [str(framework), *([f"batch {batch}"] if multi_batch else [])]
         parts += [f"{k.removeprefix('cfg.')}={v}" for k, v in zip(knobs, settings, strict=True) if v != ""]
-        label = (f"{sweep}: " if multi_sweep else "") + ", ".join(parts)
+        label = _wrapped(([f"{sweep}:"] if multi_sweep else []) + parts)
         yield label, framework, frame.loc[rows.index].sort_values("world_size")
+
+
+LABEL_WIDTH = 40  # characters per legend line: a label of many swept knobs stays narrower than its axes
+
+
+def _wrapped(parts: list[str]) -> str:
+    """``parts`` joined by ", ", a new line wherever the next part would pass :data:`LABEL_WIDTH`: a legend of
+    long labels outgrew its axes, and tight_layout gave up on the whole figure ("Tight layout not applied")."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 2 + len(part) <= LABEL_WIDTH:
+            lines[-1] += f" {part}" if lines[-1].endswith(":") else f", {part}"
+            continue
+        if lines and not lines[-1].endswith(":"):
+            lines[-1] += ","
+        lines.append(part)
+    return "\n".join(lines)
 
 
 def _read_only(frame: Any, knob: str) -> Any:

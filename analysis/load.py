@@ -16,10 +16,12 @@ are found through :mod:`jobs.layout`, as the orchestrator finds them.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
 import statistics
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ _PARALLEL_MIN_CELLS = 400
 
 
 @dataclass
-class CellRead:
+class CellRows:
     """What one cell folder yields: phase rows, per-rank memory rows, problems, context."""
 
     sweep: str
@@ -106,7 +108,7 @@ def find_sweeps(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
 
 
 @dataclass
-class CellFile:
+class CellDeclaration:
     """What a cell's ``cell.json`` says its dumps must be (nothing when it is unreadable)."""
 
     config: dict[str, Any] | None = None
@@ -115,20 +117,22 @@ class CellFile:
     reasons: list[str] = field(default_factory=list)
 
 
-def read_cell_file(cell_dir: Path) -> CellFile:
+def read_cell_file(cell_dir: Path) -> CellDeclaration:
     """The cell's ``cell.json``; an unreadable one is a reason to exclude the cell (its dumps cannot be checked)."""
     doc, error = schema.read_json(CellPaths(cell_dir).cell_file)
     if error:
-        return CellFile(reasons=[f"{CELL_FILE} {error}: the dumps cannot be checked against their cell"])
+        return CellDeclaration(reasons=[f"{CELL_FILE} {error}: the dumps cannot be checked against their cell"])
     config = doc.get("config") if isinstance(doc, dict) else None
     world = schema.world_size_of(config)
     if not isinstance(config, dict) or world is None:
-        return CellFile(reasons=[f"{CELL_FILE} holds no config with positive gpus and nodes"])
+        return CellDeclaration(reasons=[f"{CELL_FILE} holds no config with positive gpus and nodes"])
     cell_id = doc.get("cell_id")
-    return CellFile(config=config, cell_id=cell_id if isinstance(cell_id, str) else None, world_size=world)
+    return CellDeclaration(config=config, cell_id=cell_id if isinstance(cell_id, str) else None, world_size=world)
 
 
-def _read_attempt(attempt_dir: Path, cell: CellFile, expected: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+def _read_attempt(
+    attempt_dir: Path, cell: CellDeclaration, expected: Any = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """(valid dumps sorted by rank, every reason the attempt is not complete and valid).
 
     How many ranks: the cell's ``gpus × nodes``; without a readable ``cell.json``, the
@@ -149,7 +153,7 @@ def _timeline(attempt_dir: Path, first: dict[str, Any]) -> str:
     return str(attempt_dir / name) if name and (attempt_dir / name).is_file() else ""
 
 
-def _choose_attempt(cell: CellRead, cell_dir: Path):
+def _choose_attempt(cell: CellRows, cell_dir: Path):
     """(attempt number, its dumps) of the attempt that counts, or (None, None)."""
     attempts = CellPaths(cell_dir).numbered_attempts()
     if not attempts:
@@ -367,10 +371,10 @@ def pipeline_columns(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"pp_stages": section["stages"], "pp_replicas": section["replicas"]}
 
 
-def read_cell(sweep: str, cell_dir: str) -> CellRead:
+def read_cell(sweep: str, cell_dir: str) -> CellRows:
     """Read one cell folder; never raises for bad content (problems are recorded)."""
     path = Path(cell_dir)
-    cell = CellRead(sweep=sweep, cell_id=path.name)
+    cell = CellRows(sweep=sweep, cell_id=path.name)
     try:
         attempt, docs = _choose_attempt(cell, path)
     except OSError as err:
@@ -382,13 +386,13 @@ def read_cell(sweep: str, cell_dir: str) -> CellRead:
         _tabulate(cell, path, attempt, docs)
     except (ArithmeticError, LookupError, TypeError, ValueError) as err:
         # Validated dumps never get here; if one does, it costs its cell, never the aggregation.
-        failed = CellRead(sweep=sweep, cell_id=path.name, problems=cell.problems)
+        failed = CellRows(sweep=sweep, cell_id=path.name, problems=cell.problems)
         failed.problem(attempt, f"could not be tabulated ({type(err).__name__}: {err})")
         return failed
     return cell
 
 
-def _tabulate(cell: CellRead, path: Path, attempt: int, docs: list[dict[str, Any]]) -> None:
+def _tabulate(cell: CellRows, path: Path, attempt: int, docs: list[dict[str, Any]]) -> None:
     """Fill ``cell``'s rows, per-rank rows and stage rows from the dumps of its counted attempt."""
     sweep = cell.sweep
     first = docs[0]
@@ -518,11 +522,11 @@ def _rank_env_difference(docs: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- many cells
 
 
-def _read_chunk(jobs: list[tuple[str, str]]) -> list[CellRead]:
+def _read_chunk(jobs: list[tuple[str, str]]) -> list[CellRows]:
     return [read_cell(sweep, cell_dir) for sweep, cell_dir in jobs]
 
 
-def iter_cells(jobs: list[tuple[str, str]], workers: int | None = None) -> Iterator[tuple[int, list[CellRead]]]:
+def iter_cells(jobs: list[tuple[str, str]], workers: int | None = None) -> Iterator[tuple[int, list[CellRows]]]:
     """Read cells, in worker processes when there are many; yields (done count, batch)."""
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     if workers <= 1 or len(jobs) < _PARALLEL_MIN_CELLS:
@@ -532,14 +536,16 @@ def iter_cells(jobs: list[tuple[str, str]], workers: int | None = None) -> Itera
     size = max(50, len(jobs) // (workers * 8))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for chunk, result in zip(chunks, pool.map(_read_chunk, chunks), strict=True):
+        results = pool.map(_read_chunk, chunks)  # every worker forked by now: no thread below is copied into one
+        # The tables need pandas once the cells are read; importing it while the workers read hides most of its
+        # half second (the main thread only waits for their results meanwhile).
+        threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
+        for chunk, result in zip(chunks, results, strict=True):
             yield len(chunk), result
 
 
 def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, workers: int | None = None) -> Loaded:
     """Read every cell of every sweep in ``paths`` into DataFrames (see :class:`Loaded`)."""
-    import pandas as pd
-
     sweeps = find_sweeps(paths)
     jobs = [(name, str(d)) for name, root in sweeps.items() for d in SweepLayout(root).cell_folders()]
     problems: list[dict[str, Any]] = _vanished_cells(sweeps, jobs)
@@ -560,6 +566,8 @@ def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, 
                 if cell.config_key and cell.flat_config is not None:
                     configs.setdefault(cell.config_key, cell.flat_config)
             advance(done)
+    import pandas as pd  # after the reading (iter_cells imports it meanwhile)
+
     problem_columns = ["sweep", "cell_id", "attempt", "status", "reason"]
     return Loaded(
         cells=_with_nullable_ints(pd.DataFrame(rows)),
@@ -583,7 +591,7 @@ def _vanished_cells(sweeps: dict[str, Path], jobs: list[tuple[str, str]]) -> lis
             continue
         for cell_id in ledger_cell_ids(SweepLayout(root).ledger):
             if (name, cell_id) not in present:
-                vanished.append(CellRead(name, cell_id))
+                vanished.append(CellRows(name, cell_id))
                 vanished[-1].problem(None, f"cell folder missing: the ledger planned cells/{cell_id}, now absent")
     return [row for cell in vanished for row in cell.problems]
 

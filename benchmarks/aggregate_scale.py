@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -22,15 +23,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic-sweep fixture, a sibling module of the tests
 
 
 def build(root: Path, cells: int, ranks: int, steps: int) -> None:
-    from analysis import synthetic
+    import synthetic_sweeps as synthetic
 
     marker = root / ".complete"
-    spec = f"{cells}x{ranks}x{steps}+cell.json"  # sweeps built before cells had a cell.json are rebuilt
+    # Rebuilt when built by an older fixture: before cells had a cell.json, before configs were composed from conf/.
+    spec = f"{cells}x{ranks}x{steps}+cell.json+composed"
     if marker.exists() and marker.read_text() == spec:
         return
+    if marker.exists():
+        # Built by this script to another spec: its cells' ids are not the new ones', so they would stay beside them.
+        shutil.rmtree(root / "cells", ignore_errors=True)
+        marker.unlink()
     rng = random.Random(0)
     frameworks, models, batches, lrs = ("ddp", "horovod"), 5, 10, 10
     repeats = max(1, cells // (len(frameworks) * models * batches * lrs))

@@ -183,7 +183,8 @@ class SweepLayout:
     def cell_folders(self) -> list[Path]:
         """Every folder under ``cells/``, by name (a reader holds each one to account)."""
         with os.scandir(self.cells) as entries:
-            return sorted(Path(e.path) for e in entries if e.is_dir())
+            # Sorted as text (the same order: one parent): comparing 100,000 Paths cost more than listing them.
+            return [Path(path) for path in sorted(e.path for e in entries if e.is_dir())]
 
     def is_sweep(self) -> bool:
         """Marked as a sweep folder by dnnbench (a manifest or a ledger); says nothing of the ledger's health."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 
-from analysis import allocation, synthetic
+import synthetic_sweeps as synthetic
+
+from analysis import allocation
 from analysis.aggregate import aggregate
 from analysis.load import load_sweeps
 from analysis.table import build_results

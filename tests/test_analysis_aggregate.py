@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import synthetic
 from analysis.aggregate import aggregate, collect
 from analysis.errors import AnalysisError
 from analysis.load import load_sweeps
@@ -251,10 +251,14 @@ def test_stage_balance_reads_the_pipeline_strategy_shape(tmp_path):
 
 
 def test_a_dump_from_before_a_key_existed_is_the_same_configuration(tmp_path):
-    old = synthetic.config(gpus=2, repeat=0, repeats=2)
+    # Written before the added keys but with the breakdown knob: the fixture's dumps are of the bare loop
+    # (a dump from before the knob ran the instrumented one, another configuration).
+    old = synthetic.legacy_config(gpus=2, repeat=0, repeats=2, breakdown=False)
     assert "cudnn_benchmark" not in old  # written before the key was added
-    new = synthetic.config(gpus=2, repeat=1, repeats=2, cudnn_benchmark=False)
-    tuned = synthetic.config(gpus=2, repeat=0, repeats=1, cudnn_benchmark=True)
+    # pipeline.bandwidth is read as "config" in an old dump; a cell composed today defaults to "measured".
+    as_old = {"pipeline.bandwidth": "config"}
+    new = synthetic.config(gpus=2, repeat=1, repeats=2, cudnn_benchmark=False, **as_old)
+    tuned = synthetic.config(gpus=2, repeat=0, repeats=1, cudnn_benchmark=True, **as_old)
     for cfg in (old, new, tuned):
         synthetic.write_cell(tmp_path, cfg, step_times=[[0.5] * 4] * 2)
     results = collect([tmp_path], progress=False).results

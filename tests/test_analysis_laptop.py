@@ -11,8 +11,7 @@ import venv
 from pathlib import Path
 
 import pytest
-
-from analysis import synthetic
+import synthetic_sweeps as synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("orchestrator", "jobs", "analysis", "conf", "sbatch_templates")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import cli, synthetic
+from analysis import cli
 from analysis.aggregate import read_results
 from analysis.errors import NoResultsError
 from analysis.pull import rsync_command
@@ -189,4 +190,3 @@ def test_analysis_never_imports_torch_submitit_or_hydra(sweep, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-

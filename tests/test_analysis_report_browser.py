@@ -10,8 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import cli, synthetic
+from analysis import cli
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 BROWSER = next((b for b in BROWSERS if shutil.which(b)), None)

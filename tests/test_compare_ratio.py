@@ -8,8 +8,8 @@ import statistics
 from pathlib import Path
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import synthetic
 from analysis.stats import ratio_ci95
 from orchestrator import cli
 from orchestrator.errors import ExitCode

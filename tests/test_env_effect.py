@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import env_effect, synthetic
+from analysis import env_effect
 from analysis.aggregate import load_any
 from analysis.compare import compare
 from analysis.stats import t_quantile_975

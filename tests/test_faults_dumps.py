@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import synthetic_sweeps as synthetic
 from conftest import run_cell_in
 
-from analysis import synthetic
 from jobs import schema
 from orchestrator import cli
 
@@ -509,10 +509,10 @@ def test_a_run_whose_dumps_are_nonsense_fails_as_bad_metrics(tmp_path):
         "if os.environ.get('DNNBENCH_TEST_SAMPLES'):\n"
         "    from jobs import schema\n"
         "    _write = schema.write_atomic\n"
-        "    def _damaged(path, doc):\n"
+        "    def _damaged(path, doc, **how):\n"
         "        if 'phases' in doc:\n"
         "            doc['phases']['train']['samples'] = int(os.environ['DNNBENCH_TEST_SAMPLES'])\n"
-        "        _write(path, doc)\n"
+        "        _write(path, doc, **how)\n"
         "    schema.write_atomic = _damaged\n"
     )
     env = {**os.environ, "PYTHONPATH": str(inject), "DNNBENCH_TEST_SAMPLES": str(10**12)}

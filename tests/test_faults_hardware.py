@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import synthetic_sweeps as synthetic
 from slurm_fixtures import dnnbench as slurm_dnnbench
 from slurm_fixtures import ledger_rows, slurm_cluster, wait_until  # noqa: F401 - slurm_cluster is a fixture
 
-from analysis import synthetic
 from jobs.schema import without_added_defaults
 from orchestrator import cli
 from orchestrator.backends.slurm import scheduler_log_reason

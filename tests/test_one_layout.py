@@ -1,7 +1,7 @@
 """One sweep layout (jobs.layout) read by the orchestrator and the analysis, and one throughput
 function (jobs.throughput) behind `dnnbench run`'s summary and the results table.
 
-Real sweep folders written by the real writers (analysis.synthetic), read by both sides.
+Real sweep folders written by the real writers (tests/synthetic_sweeps.py), read by both sides.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import synthetic
 from analysis.load import load_sweeps
 from jobs import layout
 

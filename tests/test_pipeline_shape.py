@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import synthetic
 from analysis.aggregate import collect
 from jobs import schema
 from jobs.pipeline import planner
@@ -128,6 +128,8 @@ def test_the_results_table_and_report_show_the_shape(auto_run, tmp_path):
                                                          "config": auto_run[0]["config"]}))  # fmt: skip
     for doc in auto_run:
         (folder / schema.dump_filename(doc["rank"])).write_text(json.dumps(doc))
+    # Beside it a ddp cell whose config differs in 7 keys: each names the series in the throughput figure's
+    # legend (whose labels once grew past what tight_layout can place: an error in the test run now).
     synthetic.write_cell(sweep, synthetic.config(gpus=2), step_times=[[0.5] * 3] * 2)
     assert cli.main(["aggregate", str(sweep), "--out", str(tmp_path / "out")]) == 0
     results = collect([sweep], progress=False).results

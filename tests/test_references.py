@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import synthetic
 from analysis.references import read_references
 from orchestrator import cli
 from orchestrator.errors import ExitCode

@@ -6,8 +6,9 @@ import warnings
 
 import pandas as pd
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import cli, synthetic
+from analysis import cli
 from analysis.aggregate import read_results
 
 TEXT_COLUMNS = ("confound", "rank_environments_differ", "environment_hash")

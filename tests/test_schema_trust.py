@@ -366,7 +366,8 @@ def test_only_regular_files_of_a_bounded_size_are_read(tmp_path):
 
 @pytest.mark.parametrize("name", ["cell.json", "outcome.json", "rank_1.json"])
 def test_aggregate_never_hangs_on_a_fifo(name, tmp_path, capsys):
-    from analysis import synthetic
+    import synthetic_sweeps as synthetic
+
     from orchestrator import cli
 
     good = synthetic.write_cell(tmp_path / "sweep", synthetic.config(gpus=2), step_times=[[0.3] * 6] * 2)

@@ -9,9 +9,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import synthetic_sweeps as synthetic
 from conftest import TINY_DDP
 
-from analysis import study, study_figures, synthetic
+from analysis import study, study_figures
 from analysis.aggregate import aggregate
 from jobs import schema
 from orchestrator.cli import main

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+import synthetic_sweeps as synthetic
 
-from analysis import synthetic
 from orchestrator import cli, sweep
 from orchestrator.errors import ExitCode
 

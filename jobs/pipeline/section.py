@@ -1,6 +1,6 @@
 """The dump's ``pipeline`` section, from the plan and every rank's record (docs/pipeline.md lists it).
 
-Pure Python (no torch): the runtime (jobs/strategies/pipeline.py) and analysis/synthetic.py
+Pure Python (no torch): the runtime (jobs/strategies/pipeline.py) and tests/synthetic_sweeps.py
 build their sections with the same function, so a synthetic dump is shaped like a real one.
 
 A rank's record, gathered from every rank of the cell::

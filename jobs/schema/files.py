@@ -12,7 +12,7 @@ from typing import Any
 from jobs.atomic import write_atomic_text
 from jobs.schema.fields import MAX_JSON_BYTES, SCHEMA_NAME, SCHEMA_VERSION
 from jobs.schema.numbers import text_may_hold_big_ints, text_may_hold_odd_numbers
-from jobs.schema.structs import DecodeFailure, as_document, decode_dump, decode_document
+from jobs.schema.structs import DecodeFailure, as_document, decode_document, decode_dump
 
 # --------------------------------------------------------------------------- one attempt
 
@@ -147,12 +147,13 @@ def error_filename(rank: int | str) -> str:
     return f"error_rank_{rank}.txt"
 
 
-def write_atomic(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:
+def write_atomic(path: str | os.PathLike[str], doc: Mapping[str, Any], *, durable: bool = True) -> None:
     """Write JSON so that a reader sees the old file, or the whole new one, never half (:mod:`jobs.atomic`).
 
     Serialised first: a document that is not JSON (NaN, an object) leaves no file at all.
+    ``durable=False``: no fsyncs, for fixtures of thousands of files (:func:`jobs.atomic.write_atomic_stream`).
     """
-    write_atomic_text(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False))
+    write_atomic_text(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False), durable=durable)
 
 
 def new_dump(**fields: Any) -> dict[str, Any]:

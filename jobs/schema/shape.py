@@ -236,7 +236,9 @@ _KEY_ENCODER = msgspec.json.Encoder()
 
 def _facts_key(config: Any, extra: Any, section: Any, world_size: Any) -> bytes | None:
     data = extra.get("data") if isinstance(extra, dict) else None
-    recorded = [[key in data, data.get(key)] for key in ("train_samples", "val_samples")] if isinstance(data, dict) else 0
+    recorded = (
+        [[key in data, data.get(key)] for key in ("train_samples", "val_samples")] if isinstance(data, dict) else 0
+    )
     shape = [section.get("stages"), section.get("replicas")] if isinstance(section, dict) else 0
     try:
         return _KEY_ENCODER.encode([config, recorded, shape, world_size])

@@ -61,6 +61,8 @@ class Shape:
 
 @dataclass
 class CellJob:
+    """A planned :class:`orchestrator.sweep.Cell` as a backend queues it: where its ``cell.json`` was written."""
+
     cell_id: str
     label: str
     cell_file: str

@@ -1,56 +1,66 @@
 """Synthetic sweep folders with realistic rank dumps, for tests and benchmarks.
 
-The dumps follow :mod:`jobs.schema` and are shaped like the ones ``jobs/entry.py``
-writes (a real CPU cell's dump was the model); nothing here needs torch. A pipelined
-cell's ``pipeline`` section comes from the runtime's own writer
+A cell's config is composed from conf/ by the composition ``dnnbench sweep`` uses
+(:func:`orchestrator.config.compose`), with the fixture's choices as Hydra overrides. Its
+files are written by the real writers: cell.json by the orchestrator's
+(:func:`orchestrator.submit.write_cell_file`), the dumps by the ranks'
+(:func:`jobs.schema.write_atomic`, as ``jobs/entry.py``), outcome.json by the runner's
+(:func:`orchestrator.runner.write_outcome`). The dumps are shaped like the ones ``jobs/entry.py``
+writes (a real CPU cell's dump was the model); nothing here needs torch. A pipelined cell's
+``pipeline`` section comes from the runtime's own writer
 (:func:`jobs.pipeline.section.pipeline_section`) over a plan of a synthetic block profile.
+
+Imported as a sibling module (``import synthetic_sweeps``): pytest puts tests/ on the path
+of a test module, a script adds it itself (``benchmarks/aggregate_scale.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from analysis.load import config_key
 from jobs import schema
-from jobs.atomic import write_atomic_text
 from jobs.frameworks import sample_counting_of
 from jobs.layout import AttemptPaths, SweepLayout
 from jobs.pipeline import planner
 from jobs.pipeline.section import pipeline_section
+from orchestrator.config import compose, resolved
+from orchestrator.runner import Outcome, write_outcome
+from orchestrator.submit import write_cell_file
+from orchestrator.sweep import Cell
 
-BASE_CONFIG: dict[str, Any] = {
-    "batch_size": 32,
-    "cluster": {"name": "local", "backend": "local", "cpus_per_gpu": 2, "time_limit_min": 60},
-    "dataset": {
-        "name": "synthetic",
-        "channels": 1,
-        "image_size": 28,
-        "num_classes": 10,
-        "train_samples": 4096,
-        "val_samples": 1024,
-    },
-    "device": "auto",
-    "epochs": None,
-    "framework": {"backend": "auto", "launcher": "torchrun", "name": "ddp"},
-    "gpus": 1,
-    "horovod": {"fusion_threshold_mb": 64, "cycle_time_ms": 1.0, "compression": "none"},
-    "lr": 0.05,
-    "model": {"name": "resnet18", "time_limit_min": 30},
-    "nodes": 1,
-    "pipeline": {"microbatches": 4, "replicas": "auto", "schedule": "1f1b", "split": [], "stages": "auto"},
-    "precision": "fp32",
-    "repeat": 0,
-    "repeats": 1,
-    "seed": 0,
-    "steps": 6,
-    "threads_per_process": 1,
-    "val_steps": 3,
-    "warmup_steps": 5,
-}
+# The fixture's cell over conf/'s defaults, each value spelled out (even where it is the default)
+# so that a changed default in conf/ does not move what the tests expect: short cells (6 timed
+# steps, 3 timed validation batches) of the small synthetic data set. breakdown=false: the fixture's
+# dumps hold no phase breakdown, and a dump asking for one without it is refused (jobs.schema).
+OVERRIDES: tuple[str, ...] = (
+    "framework=ddp",
+    "model=resnet18",
+    "dataset=synthetic",
+    "cluster=local",
+    "env=current",
+    "dataset.train_samples=4096",
+    "dataset.val_samples=1024",
+    "batch_size=32",
+    "lr=0.05",
+    "gpus=1",
+    "nodes=1",
+    "precision=fp32",
+    "seed=0",
+    "repeats=1",
+    "steps=6",
+    "val_steps=3",
+    "warmup_steps=5",
+    "breakdown=false",
+)
 
+# Not jobs.environment.fingerprint(with_torch=False): that records this machine (host, CPU,
+# installed packages, git commit, loaded libraries), so the fixture's dumps and their environment
+# hashes would differ from machine to machine, and its CUDA fields need torch. A fixed fingerprint
+# of a CPU rank keeps every dump of a fixture sweep in one environment unless a test says otherwise.
 BASE_ENVIRONMENT: dict[str, Any] = {
     "cpu_count": 2,
     "cpu_model": "AMD EPYC",
@@ -81,16 +91,41 @@ BASE_ENVIRONMENT: dict[str, Any] = {
 }
 
 
-def config(**overrides: Any) -> dict[str, Any]:
-    """BASE_CONFIG with dotted overrides: ``config(**{"framework.name": "horovod"})``."""
-    cfg = copy.deepcopy(BASE_CONFIG)
+@cache
+def _composed() -> dict[str, Any]:
+    """The fixture's base config, composed once a process (a Hydra compose costs tens of milliseconds)."""
+    return resolved(compose(list(OVERRIDES)))
+
+
+def _parent(cfg: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
+    """(the dict holding ``dotted``'s leaf, the leaf's name)."""
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for parent in parents:
+        node = node[parent]
+    return node, leaf
+
+
+def _set(cfg: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for dotted, value in overrides.items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for parent in parents:
-            node = node[parent]
+        node, leaf = _parent(cfg, dotted)
         node[leaf] = value
     return cfg
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    """The composed base config with dotted overrides: ``config(**{"framework.name": "horovod"})``."""
+    return _set(copy.deepcopy(_composed()), overrides)
+
+
+def legacy_config(**overrides: Any) -> dict[str, Any]:
+    """:func:`config` as a cell planned before the later keys existed: without any key that
+    ``jobs.schema.ADDED_CONFIG_DEFAULTS`` lists (an old dump's config), then ``overrides`` set."""
+    cfg = copy.deepcopy(_composed())
+    for dotted in schema.ADDED_CONFIG_DEFAULTS:
+        node, leaf = _parent(cfg, dotted)
+        del node[leaf]
+    return _set(cfg, overrides)
 
 
 def cell_id_of(cfg: dict[str, Any]) -> str:
@@ -284,8 +319,9 @@ def write_cell(
     cell_paths = SweepLayout(Path(sweep_root)).cell(cell_id)
     folder = cell_paths.attempt(attempt)
     folder.mkdir(parents=True, exist_ok=True)
-    # Through the one writer, without fsyncs: a fixture of thousands of files, never a measurement.
-    write_atomic_text(cell_paths.cell_file, json.dumps({"cell_id": cell_id, "config": cfg}, indent=1), durable=False)
+    # The real writers, without fsyncs: a fixture of thousands of files, never a measurement.
+    # No overrides recorded: the config's values were set in Python on the composed one, not by Hydra.
+    write_cell_file(cell_paths.cell_file, Cell(cell_id, [], cfg), durable=False)
     counting = dump_options.pop("counting_ranks", None)
     sections = None
     if sample_counting_of(cfg["framework"]["name"]) == "pipelined" and "pipeline" not in dump_options:
@@ -298,24 +334,19 @@ def write_cell(
         if counting is not None:
             options["counts_samples"] = rank in counting
         doc = make_dump(cfg, rank, train_step_times=times, attempt=attempt, cell_id=cell_id, **options)
-        write_atomic_text(AttemptPaths(folder).rank_dump(rank), json.dumps(doc, indent=1), durable=False)
+        schema.write_atomic(AttemptPaths(folder).rank_dump(rank), doc, durable=False)
     if outcome is not None:
         world = len(step_times)
-        write_atomic_text(
-            AttemptPaths(folder).outcome,
-            json.dumps(
-                {
-                    "state": outcome,
-                    "failure_class": None if outcome == "completed" else "launcher_error",
-                    "returncode": 0 if outcome == "completed" else 1,
-                    "ranks_expected": world,
-                    "ranks_valid": world,
-                    "reasons": [],
-                    "seconds": 10.0,
-                }
-            ),
-            durable=False,
+        completed = outcome == "completed"
+        done = Outcome(
+            state=outcome,
+            failure_class=None if completed else "launcher_error",
+            returncode=0 if completed else 1,
+            ranks_expected=world,
+            ranks_valid=world,
+            seconds=10.0,
         )
+        write_outcome(AttemptPaths(folder).outcome, done, durable=False)
     return folder
 
 
