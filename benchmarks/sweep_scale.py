@@ -7,6 +7,7 @@ Usage (each part prints markdown table rows; run them one at a time or together)
     .venv/bin/python benchmarks/sweep_scale.py --vs-hydra-1000     # time to queue 1,000 cells vs hydra
     .venv/bin/python benchmarks/sweep_scale.py --acceptance-2500   # 2,500 noop cells run for real
     .venv/bin/python benchmarks/sweep_scale.py --queue-10k         # time to queue 10,000 cells (held)
+    .venv/bin/python benchmarks/sweep_scale.py --plan-fsync        # what fsync of the cell files costs planning
 
 - ``--dry-run-10k``: ``dnnbench sweep GRID --dry-run`` of issue 3's 10,000-cell ddp grid
   (``benchmarks/slurm_scale.py``) in a fresh process; wall time and peak RSS (``wait4``).
@@ -37,6 +38,14 @@ Usage (each part prints markdown table rows; run them one at a time or together)
   → 12 arrays), held; wall time from start to return (= all queued), what ``squeue -r`` lists,
   and what the command reported as not submitted. Target < 15 s. The held jobs are cancelled
   at the end (``--keep`` leaves them).
+- ``--plan-fsync``: what the fsyncs of the cell files cost planning a large sweep (no Slurm
+  needed). Each run is a fresh process that does what ``dnnbench sweep`` does before it submits
+  (``orchestrator.submit.submit`` up to ``submit_cells``): plan ``--plan-cells`` noop cells, then
+  the sweep folder, its cell files and its ledger, timed apart. Four ways, each with and without
+  the cell files' fsyncs (``durable=False``) and with one or ``CELL_FILE_WRITERS`` cell files
+  written at once (1: as before they were written together), both monkeypatched in that process
+  only; every other write as the product does it. ``--pairs`` rounds, the order reversed every
+  other round; ``os.sync()`` before each run, so that one run's writeback is not charged to the next.
 
 Every part records the load average (1 min) sampled every 2 s while it ran.
 """
@@ -273,6 +282,77 @@ def dry_run_100k(root: Path) -> int:
     return failed
 
 
+# ----------------------------------------------------------------------- plan with fsync ---
+def plan_child(durable: bool, writers: int, sweep: Path, cells: int) -> None:
+    """One planning of ``cells`` noop cells into ``sweep`` as ``dnnbench sweep`` does it; prints its times as JSON.
+
+    ``durable=False`` and ``writers`` change this process only: the cell files without their fsyncs, and how
+    many are written at once (1: one after another, as before ``orchestrator.submit.CELL_FILE_WRITERS``).
+    """
+    import functools
+
+    from orchestrator import submit
+    from orchestrator import sweep as sweeping
+    from orchestrator.ledger import config_digest
+    from orchestrator.lock import sweep_lock
+
+    if not durable:
+        submit.write_atomic_text = functools.partial(submit.write_atomic_text, durable=False)
+    submit.CELL_FILE_WRITERS = writers
+    started = time.perf_counter()
+    plan = sweeping.plan([*NOOP, f"seed=range(0,{cells})"])
+    planned = time.perf_counter()
+    # orchestrator.submit.submit, up to submit_cells (which would call sbatch).
+    paths = submit.sweep_folder(plan, sweep)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(paths):
+        paths, ledger = submit.prepare(plan, sweep)
+        with ledger:
+            ledger.record_config_digests({cell.id: config_digest(cell.config) for cell in plan.cells})
+    written = time.perf_counter()
+    files = sum(1 for _ in paths.cells.glob("*/cell.json"))
+    print(json.dumps({"plan_s": planned - started, "write_s": written - planned, "files": files}))
+
+
+def plan_fsync(root: Path, pairs: int, cells: int) -> None:
+    from orchestrator.submit import CELL_FILE_WRITERS
+
+    modes = [(durable, writers) for writers in (1, CELL_FILE_WRITERS) for durable in (True, False)]
+    results: list[dict] = []
+    with LoadSampler() as load:
+        for number in range(pairs):
+            for durable, writers in modes if number % 2 == 0 else modes[::-1]:
+                sweep = root / f"plan-{uuid.uuid4().hex[:8]}"
+                os.sync()  # the previous run's writeback is not charged to this one
+                child = ["--plan-child", str(int(durable)), str(writers), str(sweep), str(cells)]
+                wall, _, code, out, err = run_measured([sys.executable, __file__, *child])
+                assert code == 0, err[-2000:]
+                res = json.loads(out.splitlines()[-1])
+                assert res["files"] == cells, res
+                results.append({**res, "round": number, "durable": durable, "writers": writers, "wall_s": wall})
+                print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+                shutil.rmtree(sweep)
+    header("date", "load avg (1 min) during", "round", "cell files", "plan", "folder + cell files + ledger",
+           "process wall")  # fmt: skip
+    for res in results:
+        how = f"{'fsync' if res['durable'] else 'no fsync'}, {res['writers']} at once"
+        row(today(), load.describe(), res["round"], how, f"{res['plan_s']:.2f} s", f"{res['write_s']:.2f} s",
+            f"{res['wall_s']:.2f} s")  # fmt: skip
+    by = {(r["round"], r["durable"], r["writers"]): r for r in results}
+    for writers in (1, CELL_FILE_WRITERS):
+        ratio = [by[n, True, writers]["write_s"] / by[n, False, writers]["write_s"] for n in range(pairs)]
+        share = [
+            (by[n, True, writers]["write_s"] - by[n, False, writers]["write_s"])
+            / (by[n, True, writers]["plan_s"] + by[n, True, writers]["write_s"])
+            for n in range(pairs)
+        ]
+        print(f"{cells:,} cells, {writers} at once: writing with / without fsync by round "
+              f"{', '.join(f'{r:.2f}×' for r in ratio)}; the fsyncs' share of plan + write "
+              f"{', '.join(f'{s:.0%}' for s in share)}")  # fmt: skip
+    gain = [by[n, True, 1]["write_s"] / by[n, True, CELL_FILE_WRITERS]["write_s"] for n in range(pairs)]
+    print(f"writing with fsync, 1 / {CELL_FILE_WRITERS} at once, by round: {', '.join(f'{g:.2f}×' for g in gain)}")
+
+
 # --------------------------------------------------------------------------- vs hydra 1000 ---
 def hydra_venv(folder: Path) -> Path:
     python = folder / "bin" / "python"
@@ -488,10 +568,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="--vs-hydra-1000: rounds, order alternating")
     parser.add_argument("--wait-empty", type=float, default=420, help="--queue-10k: s to wait for an empty controller")
     parser.add_argument("--keep", action="store_true", help="--queue-10k: leave the held jobs queued")
+    parser.add_argument("--plan-fsync", action="store_true")
+    parser.add_argument("--pairs", type=int, default=3, help="--plan-fsync: pairs of runs, order alternating")
+    parser.add_argument("--plan-cells", type=int, default=10_000, help="--plan-fsync: cells planned in each run")
+    parser.add_argument("--plan-child", nargs=4, metavar=("DURABLE", "WRITERS", "SWEEP_DIR", "CELLS"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
-    if not (args.dry_run_10k or args.dry_run_100k or args.vs_hydra_1000 or args.acceptance_2500 or args.queue_10k):
+    if args.plan_child:
+        durable, writers, sweep, cells = args.plan_child
+        plan_child(durable == "1", int(writers), Path(sweep), int(cells))
+        return 0
+    if not (args.dry_run_10k or args.dry_run_100k or args.vs_hydra_1000 or args.acceptance_2500 or args.queue_10k
+            or args.plan_fsync):  # fmt: skip
         parser.error("name at least one of --dry-run-10k, --dry-run-100k, --vs-hydra-1000, --acceptance-2500, "
-                     "--queue-10k")  # fmt: skip
+                     "--queue-10k, --plan-fsync")  # fmt: skip
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     code = 0
@@ -505,6 +595,8 @@ def main() -> int:
         code = acceptance_2500(root)
     if args.queue_10k:
         queue_10k(root, args.keep, args.wait_empty)
+    if args.plan_fsync:
+        plan_fsync(root, args.pairs, args.plan_cells)
     return code
 
 

@@ -66,7 +66,7 @@ def write_atomic_stream(
     finally:
         tmp.unlink(missing_ok=True)  # gone after os.replace; after a link or a failure, the spare name
     if durable:
-        _sync_folder(target.parent)
+        sync_folder(target.parent)
     return published
 
 
@@ -105,8 +105,9 @@ def _publish(tmp: Path, target: Path, *, keep_existing: bool) -> bool:
     return True
 
 
-def _sync_folder(folder: Path) -> None:
-    """Make the rename durable; a file system that cannot fsync a folder has already made it visible."""
+def sync_folder(folder: Path) -> None:
+    """Make the renames (and the folders made) in ``folder`` durable; a file system that cannot fsync a
+    folder has already made them visible."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:

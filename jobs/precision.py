@@ -2,8 +2,8 @@
 
 ``fp32`` runs as PyTorch runs by default; ``amp`` is mixed precision with float16 and a
 GradScaler (float16's narrow range needs it); ``bf16`` is mixed precision with bfloat16,
-whose float32-wide range needs no scaling. The plan checks names against
-``conf.structured.PRECISIONS`` without importing torch; a test keeps the two equal.
+whose float32-wide range needs no scaling. The names are ``conf.structured.PrecisionName``'s,
+which the plan checks without importing torch; a test asks this table for each of them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from conf.structured import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,6 @@ _BY_NAME = {
     "amp": Precision("amp", torch.float16, scales_loss=True),
     "bf16": Precision("bf16", torch.bfloat16, scales_loss=False),
 }
-PRECISIONS = tuple(_BY_NAME)
 
 
 def precision(name: str) -> Precision:

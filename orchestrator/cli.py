@@ -122,11 +122,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.paths import SweepPaths
     from orchestrator.submit import default_sweep_dir, preview, submit
 
+    _check_output_options(args)  # the command line alone says it: before the folder is looked at
     if args.sweep_dir is not None and not args.sweep_dir.strip():
         raise ConfigError("--sweep-dir is empty: name a folder, or leave the option out for the default")
     sweep_dir = Path(args.sweep_dir).resolve() if args.sweep_dir else default_sweep_dir(args.overrides)
     SweepPaths.writable(sweep_dir)  # a wrong folder is refused before a long plan, and nothing is written
-    _check_output_options(args)
     machine_output = args.json or args.cfg is not None
     progress, task = _progress(None, "planning cells", on_stderr=machine_output)
 
@@ -174,16 +174,30 @@ def _verdict(statuses: list[CellStatus]) -> int:
     return ExitCode.OK if all(s.state == "completed" for s in statuses) else ExitCode.CELLS_FAILED
 
 
+class OptionsError(ConfigError):
+    """Options that cannot all be honoured: a wrong command line, as argparse's own errors are."""
+
+    exit_code = ExitCode.USAGE
+
+
 def _check_output_options(args: argparse.Namespace) -> None:
-    """--json and --cfg print what a dry run plans; refused where they would be ignored."""
+    """--list, --json and --cfg print what a dry run plans; refused (exit 2) where they would be ignored.
+
+    Refused rather than ignored because an ignored ``--list`` made ``sweep --list`` plan and submit
+    the whole grid, when the user asked to see it; checked before anything is planned or written.
+    ``--cfg`` with ``--dry-run`` is accepted: both promise that nothing is submitted, and --cfg keeps it.
+    """
     if args.cfg is not None and "=" in args.cfg:
         # `--cfg key=value …`: an override, never a cell id (12 hex digits); --cfg then takes the grid's one cell.
         args.overrides.insert(0, args.cfg)
         args.cfg = ""
     if args.json and not (args.dry_run and args.list):
-        raise ConfigError("--json prints the planned cells: use it as --dry-run --list --json")
+        raise OptionsError("--json prints the planned cells: use it as --dry-run --list --json")
     if args.cfg is not None and (args.json or args.list):
-        raise ConfigError("--cfg prints one cell's config as YAML; --list (--json) prints every cell: choose one")
+        raise OptionsError("--cfg prints one cell's config as YAML; --list (--json) prints every cell: choose one")
+    if args.list and not args.dry_run:
+        raise OptionsError("--list prints the cells a dry run plans: use it as --dry-run --list (without --dry-run "
+                           "the sweep is submitted)")  # fmt: skip
 
 
 def _cell_record(cell: Cell) -> dict[str, Any]:
@@ -533,9 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--sweep-dir", help="sweep folder (default outputs/sweeps/<preset>-<hash of the arguments>)")
     sw.add_argument("--dry-run", action="store_true",
                     help="count cells and arrays, write batch scripts (Slurm); no cell folders")  # fmt: skip
-    sw.add_argument("--list", action="store_true", help="with --dry-run: also print every cell")
+    sw.add_argument("--list", action="store_true", help="only with --dry-run: also print every cell")
     sw.add_argument("--json", action="store_true",
-                    help="with --dry-run --list: every cell as one JSON object a line (id, label, full config)")
+                    help="only with --dry-run --list: every cell as one JSON object a line "
+                         "(id, label, full config)")  # fmt: skip
     sw.add_argument("--cfg", nargs="?", const="", metavar="CELL_ID",
                     help="print one planned cell's full config as YAML and stop (the grid's only cell "
                          "when no id is given); nothing is written")  # fmt: skip

@@ -13,11 +13,12 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.atomic import write_atomic_text
+from jobs.atomic import sync_folder, write_atomic_text
 from jobs.schema import read_bytes, with_added_defaults, write_atomic
 from orchestrator.backends import get_backend
 from orchestrator.backends.base import CellJob, Shape, ShapeGroup
@@ -167,11 +168,40 @@ def prepare(plan: SweepPlan, sweep_dir: Path) -> tuple[SweepPaths, Ledger]:
     """The sweep folder with its manifest, cell files and ledger; refuses a folder that is no sweep's."""
     paths = sweep_folder(plan, sweep_dir)
     _write_manifest(paths, plan, dry_run=False)
-    for cell in plan.cells:
-        write_cell_file(paths.cell(cell.id).cell_file, cell)
+    _write_cell_files(paths, plan.cells)
     ledger = Ledger(paths.ledger)
     ledger.add_cells((c.id, c.label, c.overrides, c.unavailable) for c in plan.cells)
     return paths, ledger
+
+
+# Cell files written at once. Each is written as before (temporary file, fsync, rename, fsync of its folder),
+# but one after another every fsync waited for a journal commit of its own, most of the time a large sweep
+# took to plan (10,000 cells: BENCHMARKS.md, "What fsync costs a sweep's planning"); fsyncs under way
+# together are committed together (ext4's and XFS's journals; NFS sends its COMMITs in parallel).
+CELL_FILE_WRITERS = 16
+_CELL_FILES_AT_ONCE = 1024  # bounds the futures held, for 100,000 cells as for 10
+
+
+def _write_cell_files(paths: SweepPaths, cells: list[Cell]) -> None:
+    """Every cell file, durable, before the ledger may name its cell: a ledger row must never outlive its file.
+
+    A failure (a cell file of another config, a full disk) or Ctrl-C starts no further file and is raised once
+    the files under way are written or removed; each is then whole or absent, as when they were written in turn.
+    """
+    with ThreadPoolExecutor(CELL_FILE_WRITERS, thread_name_prefix="cell-file") as pool:
+        try:
+            for start in range(0, len(cells), _CELL_FILES_AT_ONCE):
+                batch = cells[start : start + _CELL_FILES_AT_ONCE]
+                for _ in pool.map(lambda cell: write_cell_file(paths.cell(cell.id).cell_file, cell), batch):
+                    pass
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    if cells:
+        # Each cell's folder was made by mkdir: its name in cells/, and cells/ in the sweep folder, are
+        # durable only once their folders are fsync'd (its own fsync made only cell.json's rename durable).
+        sync_folder(paths.cells)
+        sync_folder(paths.root)
 
 
 def preview(plan: SweepPlan, sweep_dir: Path) -> SubmitReport:

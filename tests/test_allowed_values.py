@@ -8,9 +8,8 @@ from typing import Any, get_args
 import pytest
 
 from conf import structured
-from jobs.checks import fsdp, horovod, pipeline
-from jobs.pipeline.bandwidth import BANDWIDTH_SOURCES
-from jobs.pipeline.planner import SCHEDULES
+from jobs.checks import fsdp, horovod
+from jobs.pipeline import bandwidth, planner
 from orchestrator.config import compose, resolved, validate
 from orchestrator.errors import ConfigError
 
@@ -23,8 +22,8 @@ KEYS: dict[str, tuple[Any, list[str]]] = {
     "fsdp.param_dtype": (fsdp.FsdpDtype, ["framework=fsdp", "gpus=2"]),
     "fsdp.reduce_dtype": (fsdp.FsdpDtype, ["framework=fsdp", "gpus=2"]),
     "fsdp.wrap": (fsdp.FsdpWrap, ["framework=fsdp", "gpus=2"]),
-    "pipeline.schedule": (pipeline.PipelineSchedule, ["framework=pipeline", "gpus=2"]),
-    "pipeline.bandwidth": (pipeline.PipelineBandwidth, ["framework=pipeline", "gpus=2"]),
+    "pipeline.schedule": (planner.PipelineSchedule, ["framework=pipeline", "gpus=2"]),
+    "pipeline.bandwidth": (bandwidth.PipelineBandwidth, ["framework=pipeline", "gpus=2"]),
 }
 
 
@@ -44,11 +43,3 @@ def test_each_allowed_value_passes_and_any_other_is_refused_naming_them_all(key)
         assert f"{key}={value}: expected" not in _problems([*overrides, f"{key}={value}"])
     refused = _problems([*overrides, f"{key}=bogus"])
     assert f"{key}=bogus: expected one of {', '.join(allowed)}" in refused
-
-
-def test_the_tuples_checked_are_the_literal_types_values():
-    assert get_args(structured.PrecisionName) == structured.PRECISIONS
-    assert get_args(fsdp.FsdpDtype) == fsdp.FSDP_DTYPES
-    # Read on the ranks without Hydra, declared there again: the two must not drift apart.
-    assert get_args(pipeline.PipelineSchedule) == SCHEDULES
-    assert get_args(pipeline.PipelineBandwidth) == BANDWIDTH_SOURCES

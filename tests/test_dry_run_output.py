@@ -41,7 +41,7 @@ def test_dry_run_list_json_prints_every_cell_with_its_full_config_and_nothing_el
         assert cell["label"].startswith(cell["config"]["framework"]["name"] + "/")
     assert {(c["config"]["framework"]["name"], c["config"]["gpus"]) for c in cells} == {
         ("ddp", 1), ("ddp", 2), ("noop", 1), ("noop", 2)
-    }
+    }  # fmt: skip
     assert not (tmp_path / "sweep").exists()
 
 
@@ -67,13 +67,42 @@ def test_cfg_prints_the_chosen_cell_as_yaml_and_writes_nothing(tmp_path):
     [
         (["--cfg", *GRID], "--cfg: the grid plans 4 cells; name one"),
         (["--cfg", "0123456789ab", *GRID], "--cfg 0123456789ab: no cell of this grid has that id"),
-        (["--json", *GRID], "use it as --dry-run --list --json"),
-        (["--dry-run", "--json", *GRID], "use it as --dry-run --list --json"),
-        (["--cfg", "--list", "--dry-run", *GRID], "choose one"),
     ],
 )
-def test_a_planned_output_option_that_cannot_be_honoured_is_refused(tmp_path, capsys, argv, message):
+def test_a_cell_the_grid_does_not_plan_is_refused(tmp_path, capsys, argv, message):
     sweep_dir = tmp_path / "sweep"
     assert cli.main(["sweep", "--sweep-dir", str(sweep_dir), *argv]) == ExitCode.ERROR
     assert message in capsys.readouterr().err
+    assert not sweep_dir.exists()
+
+
+# A grid of noop cells: without the refusal, the ignored option's sweep runs in seconds (and writes its folder).
+NOOP_GRID = ["framework=noop", "seed=1,2", "steps=1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--json"], "use it as --dry-run --list --json"),
+        (["--dry-run", "--json"], "use it as --dry-run --list --json"),
+        (["--list", "--json"], "use it as --dry-run --list --json"),
+        (["--cfg", "--list", "--dry-run"], "choose one"),
+        (["--list"], "--list prints the cells a dry run plans: use it as --dry-run --list"),
+    ],
+)
+def test_an_output_option_that_would_be_ignored_is_a_usage_error_and_nothing_is_written(tmp_path, argv, message):
+    sweep_dir = tmp_path / "sweep"
+    done = _dnnbench("sweep", "--sweep-dir", str(sweep_dir), *argv, *NOOP_GRID)
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()  # one line, and no traceback
+    assert line.startswith("Error: ") and message in line
+    assert not sweep_dir.exists() and "planning cells" not in done.stderr + done.stdout
+
+
+def test_the_options_are_refused_before_the_grid_is_planned(tmp_path, capsys):
+    # A grid that cannot be planned: the option's refusal, not the grid's, is what the command says.
+    sweep_dir = tmp_path / "sweep"
+    assert cli.main(["sweep", "--sweep-dir", str(sweep_dir), "--list", "framework=no_such_framework"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "--list prints the cells a dry run plans" in err and "no_such_framework" not in err
     assert not sweep_dir.exists()

@@ -11,24 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any
 
 from jobs.pipeline import block_counts
 from jobs.pipeline.bandwidth import BANDWIDTH_SOURCES
 from jobs.pipeline.planner import SCHEDULES, Layout, PlanError, ShapeRequest
 
-# Allowed values as Literal types; fields holding them are str (OmegaConf has no Literal node type).
-# `pipeline.schedule` (docs/pipeline.md); the planner's SCHEDULES, read on the ranks, holds the same.
-PipelineSchedule = Literal["1f1b", "gpipe", "interleaved_1f1b", "pipedream", "pipedream_2bw"]
-# `pipeline.bandwidth`: the link bandwidth the planner weighs (jobs/pipeline/bandwidth.py BANDWIDTH_SOURCES).
-PipelineBandwidth = Literal["measured", "config"]
+# The allowed values are Literal types declared where the ranks read them (jobs/pipeline/planner.py
+# PipelineSchedule, jobs/pipeline/bandwidth.py PipelineBandwidth); fields holding them are str (OmegaConf
+# has no Literal node type).
 
 
 @dataclass
 class PipelineConfig:
     """The ``pipeline:`` section, read by pipeline and model_parallel cells (their rows name it)."""
 
-    schedule: str = "1f1b"  # a PipelineSchedule
+    schedule: str = "1f1b"  # a PipelineSchedule (jobs/pipeline/planner.py)
     microbatches: int = 4
     # Stages per replica and data-parallel replicas of every stage: stages × replicas = processes.
     # auto (both): the planner chooses them (PipeDream's replication, jobs/pipeline/planner.py
@@ -42,7 +40,7 @@ class PipelineConfig:
     # The link bandwidth the planner weighs: `measured` (the cell's own probe before planning,
     # cached per set of nodes: jobs/pipeline/bandwidth.py) or `config` (cluster.intranode_gbps and
     # cluster.interconnect_gbps, as configs stored before measuring ran).
-    bandwidth: str = "measured"  # a PipelineBandwidth
+    bandwidth: str = "measured"  # a PipelineBandwidth (jobs/pipeline/bandwidth.py)
 
 
 @cache

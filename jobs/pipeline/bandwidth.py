@@ -21,13 +21,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from jobs.pipeline.planner import Topology
 from jobs.schema import write_atomic
 
-# jobs/checks/pipeline.py PipelineBandwidth's values (a test keeps them equal).
-BANDWIDTH_SOURCES = ("measured", "config")
+# `pipeline.bandwidth`: declared where the ranks read it; the plan-time check (jobs/checks/pipeline.py) reads the same.
+PipelineBandwidth = Literal["measured", "config"]
+BANDWIDTH_SOURCES: tuple[str, ...] = get_args(PipelineBandwidth)
 
 
 @dataclass(frozen=True)

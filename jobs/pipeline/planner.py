@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from itertools import combinations, pairwise
-from typing import Any
+from typing import Any, Literal, get_args
 
 GB = 1e9
 # Weights, gradients and SGD momentum: the parameter state a training stage holds.
@@ -419,10 +419,12 @@ def format_plan(result: Plan, profile: Profile) -> str:
     return "\n".join(lines)
 
 
-# jobs/checks/pipeline.py PipelineSchedule's values (the ranks read this module: a test keeps the two equal).
-SCHEDULES = ("1f1b", "gpipe", "interleaved_1f1b", "pipedream", "pipedream_2bw")
+# `pipeline.schedule` (docs/pipeline.md): declared here, not beside the knob section in jobs/checks/pipeline.py,
+# because the ranks read this module without the plan-time checks; those check against the same tuple.
+PipelineSchedule = Literal["1f1b", "gpipe", "interleaved_1f1b", "pipedream", "pipedream_2bw"]
+SCHEDULES: tuple[str, ...] = get_args(PipelineSchedule)
 # Without a flush: weights change while micro-batches are in flight (jobs/pipeline/async_schedules.py).
-ASYNC_SCHEDULES = ("pipedream", "pipedream_2bw")
+ASYNC_SCHEDULES: tuple[PipelineSchedule, ...] = ("pipedream", "pipedream_2bw")
 
 
 @dataclass(frozen=True)
