@@ -7,7 +7,8 @@ Usage::
 
 Builds the sweep once (reused when present), then runs the aggregation in a fresh
 subprocess and reports its wall time and peak RSS (the process and its reader
-workers). Target (issue 6): < 10 s and < 1 GiB on the 2-core dev VM.
+workers). Targets: < 10 s and < 1 GiB on the 2-core dev VM (issue 6); < 3 s (issue 20: BENCHMARKS.md
+says where it stands).
 """
 
 from __future__ import annotations
