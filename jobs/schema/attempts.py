@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.schema.config_migration import with_added_defaults
-from jobs.schema.fields import _ABSENT, _LISTED, PHASES, SchemaError, exactly_equal
+from jobs.schema.fields import _ABSENT, _LISTED, PHASES, SchemaError, exactly_equal, json_text
 from jobs.schema.files import dump_filename, read_dump, read_json
 from jobs.schema.meaning import validate
 from jobs.schema.pipeline_section import _pipeline_rank_reasons
@@ -41,13 +41,16 @@ def check_against_cell(doc: Any, cell_config: Mapping[str, Any], cell_id: str | 
     return _cell_reasons(doc, cell_config, with_added_defaults(cell_config), cell_id)
 
 
-def _cell_reasons(doc: Any, cell_config: Mapping[str, Any], filled: dict[str, Any], cell_id: str | None) -> list[str]:
-    """:func:`check_against_cell` with the cell's config already filled in (once per attempt)."""
+def _cell_reasons(
+    doc: Any, cell_config: Mapping[str, Any], filled: dict[str, Any], cell_id: str | None, same: bool = False
+) -> list[str]:
+    """:func:`check_against_cell` with the cell's config already filled in (once per attempt); ``same``: the
+    dump's config is known to be exactly the cell's (their JSON texts compared already)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         return []  # validate() names what is wrong with such a document
     reasons = []
     config = doc["config"]
-    if not exactly_equal(config, cell_config):  # equal as written: equal with the added defaults too
+    if not same and not exactly_equal(config, cell_config):  # equal as written: equal with the added defaults too
         ours = with_added_defaults(config)
         if not exactly_equal(ours, filled):
             differences = _differences(ours, filled)
@@ -58,8 +61,12 @@ def _cell_reasons(doc: Any, cell_config: Mapping[str, Any], filled: dict[str, An
     return reasons
 
 
-def check_ranks(docs: Mapping[int, dict[str, Any]], world_size: int) -> list[str]:
-    """Every way the valid dumps of one attempt (rank → dump) do not fit together."""
+def check_ranks(
+    docs: Mapping[int, dict[str, Any]], world_size: int, config_texts: Mapping[int, bytes | None] | None = None
+) -> list[str]:
+    """Every way the valid dumps of one attempt (rank → dump) do not fit together; ``config_texts``: each rank's
+    config as :func:`jobs.schema.fields.json_text` spells it, when the caller has it (then no config is encoded
+    again to be compared)."""
     if not docs:
         return []
     reasons = []
@@ -68,7 +75,7 @@ def check_ranks(docs: Mapping[int, dict[str, Any]], world_size: int) -> list[str
         if len(values) > 1:
             reasons.append(f"ranks disagree on {key}: {sorted(values)}")
     first = next(iter(docs.values()))
-    if any(not exactly_equal(d["config"], first["config"]) for d in docs.values()):
+    if not _configs_agree(docs, first, config_texts or {}):
         reasons.append("ranks disagree on config")
     for key in ("device_type", "memory_kind"):
         values = {str(d[key]) for d in docs.values()}
@@ -89,6 +96,17 @@ def check_ranks(docs: Mapping[int, dict[str, Any]], world_size: int) -> list[str
     return reasons
 
 
+def _configs_agree(
+    docs: Mapping[int, dict[str, Any]], first: dict[str, Any], texts: Mapping[int, bytes | None]
+) -> bool:
+    """Whether every rank's config is exactly the first's: one JSON text and ``==`` (a NaN is ``==`` to nothing,
+    so a text of ``null`` for it never passes), else compared value by value."""
+    known = [texts.get(rank) for rank in docs]
+    if known and None not in known and len(set(known)) == 1:
+        return all(d["config"] == first["config"] for d in docs.values())
+    return all(exactly_equal(d["config"], first["config"]) for d in docs.values())
+
+
 def read_attempt(
     attempt_dir: str | os.PathLike[str],
     world_size: int,
@@ -102,6 +120,8 @@ def read_attempt(
     """
     folder = os.fspath(attempt_dir)
     filled = with_added_defaults(cell_config) if cell_config is not None else {}
+    cell_text = json_text(cell_config) if cell_config is not None else None
+    texts: dict[int, bytes | None] = {}  # each rank's config as JSON text: compared with the cell's and each other
     docs: dict[int, dict[str, Any]] = {}
     reasons: list[str] = []
     for rank in range(world_size):
@@ -112,8 +132,11 @@ def read_attempt(
             reasons.append(f"rank {rank}: {'no dump' if error == 'missing' else error}")
             continue
         invalid = validate(doc, numbers_finite=not read.may_hold_odd_numbers, shape_checked=read.shape_checked)
+        config = doc.get("config") if isinstance(doc, dict) else None
+        texts[rank] = json_text(config) if isinstance(config, dict) else None
         if cell_config is not None:
-            invalid += _cell_reasons(doc, cell_config, filled, cell_id)
+            same = texts[rank] is not None and texts[rank] == cell_text and config == cell_config
+            invalid += _cell_reasons(doc, cell_config, filled, cell_id, same)
         if invalid:
             reasons.append(f"rank {rank}: invalid dump: " + "; ".join(invalid))
         elif doc["rank"] != rank:
@@ -124,7 +147,7 @@ def read_attempt(
             docs[rank] = doc
     if world_size <= 0:
         reasons.append("no rank dumps")
-    reasons += check_ranks(docs, world_size)
+    reasons += check_ranks(docs, world_size, texts)
     return [docs[r] for r in sorted(docs)], reasons
 
 

@@ -33,6 +33,14 @@ MAX_JSON_BYTES = 64 * 2**20
 _SORTED_JSON = msgspec.json.Encoder(order="sorted").encode
 
 
+def json_text(value: Any) -> bytes | None:
+    """``value``'s sorted JSON text, which :func:`exactly_equal` compares; None where JSON has none for it."""
+    try:
+        return _SORTED_JSON(value)
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return None
+
+
 def _same_json(a: dict[str, Any] | list[Any], b: dict[str, Any] | list[Any]) -> bool:
     """Whether ``a`` and ``b`` (already ``==``) have one sorted JSON text: then they are exactly equal, as
     JSON spells ``1``, ``1.0`` and ``true`` apart at every depth. Only a NaN or an infinity is spelled
