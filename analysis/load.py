@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from analysis import allocation, breakdown, colocation
 from analysis.errors import AnalysisError
 from analysis.stats import summarize
 from jobs import schema
 from jobs.layout import CELL_FILE, AttemptPaths, CellPaths, SweepLayout, has_cells, sweep_folders
+from jobs.schema.memo import ExactMemo
 from jobs.throughput import global_throughput
 
 # The keys that make two environments comparable; jobs.environment owns the list.
@@ -209,24 +208,13 @@ def config_key(config: dict[str, Any]) -> str:
 
 def _configuration_of(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(:func:`config_key`, the flattened config minus ``repeat``) of a cell's config, worked out once for all
-    the repeats of a configuration: kept by the configuration's exact JSON text (``config`` was parsed from
-    cell.json and dumps, so its values are JSON's types, whose text is equal only for equal values)."""
+    the repeats of a configuration (``config`` was parsed from cell.json and dumps: JSON's types only)."""
     measured = {k: v for k, v in config.items() if k != "repeat"}
-    try:
-        key = _CONFIGURATION_KEY(measured)
-    except (TypeError, ValueError, OverflowError):  # an int beyond 64 bits: worked out every time
-        return config_key(config), flatten(measured)
-    known = _CONFIGURATIONS.get(key)
-    if known is None:
-        if len(_CONFIGURATIONS) >= _CONFIGURATIONS_KEPT:
-            _CONFIGURATIONS.clear()
-        known = _CONFIGURATIONS[key] = (config_key(config), flatten(measured))
-    return known[0], dict(known[1])  # a copy: whoever holds the row may change it
+    key, flat = _CONFIGURATIONS.get(measured, lambda: (config_key(config), flatten(measured)), decoded=True)
+    return key, dict(flat)  # a copy: whoever holds the row may change it
 
 
-_CONFIGURATIONS: dict[bytes, tuple[str, dict[str, Any]]] = {}
-_CONFIGURATIONS_KEPT = 4096
-_CONFIGURATION_KEY = msgspec.json.Encoder().encode
+_CONFIGURATIONS: ExactMemo[tuple[str, dict[str, Any]]] = ExactMemo()
 
 
 def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:

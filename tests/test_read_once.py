@@ -1,4 +1,5 @@
-"""What a sweep's reader works out once and keeps (jobs/schema/shape.py, environment_hash.py, analysis/load.py).
+"""What a sweep's reader works out once and keeps (jobs/schema/memo.py, used by shape.py, environment_hash.py
+and analysis/load.py).
 
 Reading 40,000 dumps parses each once, into the structs, and works out what a config lets its ranks hold once
 per cell, an environment's hash once per environment and a configuration's key once for all its repeats. Each
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from analysis import load
 from jobs import schema
+from jobs.schema.memo import ExactMemo
 
 
 def _attempt(folder: Path, dumps: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
@@ -64,3 +67,32 @@ def test_a_configuration_key_is_kept_only_for_the_same_configuration():
     first, again = load._configuration_of(base)[1], load._configuration_of(base)[1]
     first["lr"] = "changed by a reader"
     assert again["lr"] == 1 and load._configuration_of(base)[1]["lr"] == 1  # each caller gets its own copy
+
+
+def test_the_memo_keeps_apart_what_json_text_would_spell_alike():
+    # NaN, Infinity and null are all "null" in JSON's text; 1, 1.0 and true are equal in Python.
+    inputs = [{"x": None}, {"x": math.nan}, {"x": math.inf}, {"x": 1}, {"x": 1.0}, {"x": True}, {"x": [1]}]
+    memo: ExactMemo[str] = ExactMemo()
+    worked = [memo.get(value, lambda value=value: repr(value), decoded=True) for value in inputs]
+    assert worked == [repr(value) for value in inputs]
+    assert len(memo) == len(inputs)
+    assert memo.get({"x": 1.0}, lambda: "worked again", decoded=True) == repr({"x": 1.0})  # kept
+
+
+def test_the_memo_keeps_nothing_for_a_value_json_has_no_exact_text_for():
+    memo: ExactMemo[str] = ExactMemo()
+    odd = [{"x": {1, 2}}, {"x": (1, 2)}, {1: "int key"}, {"x": 2**70}]
+    for value in odd:
+        assert memo.get(value, lambda: "first") == "first"
+        assert memo.get(value, lambda: "again") == "again"  # worked out every time
+    assert len(memo) == 0
+    # The same list as a set and as a list: msgpack spells both as an array, so the walk must tell them apart.
+    assert memo.get({"x": [1, 2]}, lambda: "list") == "list"
+    assert memo.get({"x": {1, 2}}, lambda: "set") == "set"
+
+
+def test_the_memo_stays_within_what_it_may_keep():
+    memo: ExactMemo[int] = ExactMemo(kept=3)
+    for n in range(10):
+        assert memo.get({"n": n}, lambda n=n: n, decoded=True) == n
+        assert len(memo) <= 3

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
+from jobs.schema.memo import ExactMemo
 
 # Environment fields that can change a result: equal values make two cells comparable.
 # Hashed by environment_hash (below) for every dump, read by analysis/ (confound check).
@@ -63,65 +63,16 @@ def environment_hash(env: Mapping[str, Any], *, decoded: bool = False) -> str:
 
 
 def _hash_of(comparable: Mapping[str, Any], decoded: bool = False) -> str:
-    # Reading a sweep hashes the same few environments tens of thousands of times: the hash is kept by
-    # a key that is equal only for equal values, so the JSON text and the SHA-256 run once per environment.
-    key = _memo_key(comparable, decoded)
-    if key is not None and (known := _HASHES.get(key)) is not None:
-        return known
+    return _HASHES.get(comparable, lambda: _sha256_of(comparable), decoded=decoded)
+
+
+def _sha256_of(comparable: Mapping[str, Any]) -> str:
     text = json.dumps(comparable, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    if key is not None:
-        if len(_HASHES) >= _HASHES_KEPT:
-            _HASHES.clear()  # a sweep of more distinct environments than this only costs the hashing again
-        _HASHES[key] = digest
-    return digest
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-_HASHES: dict[bytes, str] = {}
-_HASHES_KEPT = 4096
-_MEMO_ENCODER = msgspec.msgpack.Encoder(order="sorted")
-_JSON_LEAVES = frozenset((str, int, float, bool, type(None)))
-
-
-def _memo_key(comparable: Mapping[str, Any], decoded: bool = False) -> bytes | None:
-    """Bytes equal only for values whose JSON text is equal, else None (no memo).
-
-    Only a tree of exactly dict (str keys), list, str, int, float, bool and null gets a key: for those,
-    sorted-key msgpack is canonical and keeps int, float (NaN and infinities bit for bit), bool and null
-    apart. msgpack would also encode a set as a list, an Enum as its value and a dataclass as a dict,
-    whose ``default=str`` texts differ: such a value is hashed every time. ``decoded``: the values were
-    parsed from JSON text, so they are of those types by construction and the walk is skipped.
-    """
-    if not decoded and not _plain_json(comparable):
-        return None
-    try:
-        return _MEMO_ENCODER.encode(comparable)
-    except (TypeError, ValueError, OverflowError):  # an int beyond 64 bits
-        return None
-
-
-_JSON_CONTAINERS = frozenset((dict, list))
-_JSON_TYPES = _JSON_LEAVES | _JSON_CONTAINERS
-
-
-def _plain_json(value: Any) -> bool:
-    # The types of a container's members are collected in C (set(map(type, …))); only a member that is a
-    # container itself is visited in Python.
-    kind = type(value)
-    if kind is dict:
-        if not set(map(type, value)) <= {str}:
-            return False
-        members: Any = value.values()
-    elif kind is list:
-        members = value
-    else:
-        return kind in _JSON_LEAVES
-    kinds = set(map(type, members))
-    if not kinds <= _JSON_TYPES:
-        return False
-    return kinds.isdisjoint(_JSON_CONTAINERS) or all(
-        _plain_json(member) for member in members if type(member) in _JSON_CONTAINERS
-    )
+# The JSON text and the SHA-256 run once per environment of a sweep.
+_HASHES: ExactMemo[str] = ExactMemo()
 
 
 # Comparable keys hashed (as null where absent) since they were added, but not hashed at all by the

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from jobs.frameworks import sample_counting_of
 from jobs.pipeline.planner import PlanError, ShapeRequest
 from jobs.schema.fields import _ABSENT, _REPLICA_PER_RANK, exactly_equal
+from jobs.schema.memo import ExactMemo
 
 # --------------------------------------------------------------------------- what a config can produce
 
@@ -162,14 +161,14 @@ def _shape(doc: Mapping[str, Any], *, decoded: bool = False) -> tuple[_Shape | N
     """
     config = doc["config"]
     extra, section, world_size = doc.get("extra"), doc.get("pipeline"), doc["world_size"]
-    key = _facts_key(config, extra, section, world_size) if decoded else None
-    facts = _FACTS.get(key) if key is not None else None
-    if facts is None:
+    if decoded:
+        facts = _FACTS.get(
+            _facts_inputs(config, extra, section, world_size),
+            lambda: _config_facts(config, extra, section, world_size),
+            decoded=True,
+        )
+    else:
         facts = _config_facts(config, extra, section, world_size)
-        if key is not None:
-            if len(_FACTS) >= _FACTS_KEPT:
-                _FACTS.clear()  # only costs working the facts out again
-            _FACTS[key] = facts
     shape, config_reasons = facts
     if shape is None:
         return None, list(config_reasons)
@@ -227,23 +226,20 @@ def _identity_reasons(doc: Mapping[str, Any], config: Mapping[str, Any], shape: 
     return reasons
 
 
-# Facts by the exact JSON text of what they are worked out from. Only documents parsed from JSON text get a
-# key: their values are JSON's types, whose msgspec text is equal only for equal values (1, 1.0 and true differ).
-_FACTS: dict[bytes, tuple[_Shape | None, tuple[str, ...]]] = {}
-_FACTS_KEPT = 4096
-_KEY_ENCODER = msgspec.json.Encoder()
+# Facts by an exact key of what they are worked out from: only documents parsed from JSON text are kept (their
+# values are JSON's types by construction).
+_FACTS: ExactMemo[tuple[_Shape | None, tuple[str, ...]]] = ExactMemo()
 
 
-def _facts_key(config: Any, extra: Any, section: Any, world_size: Any) -> bytes | None:
+def _facts_inputs(config: Any, extra: Any, section: Any, world_size: Any) -> list[Any]:
+    """What :func:`_config_facts` reads of a rank: its config, the split sizes it recorded, the shape its
+    pipeline section records and its world size."""
     data = extra.get("data") if isinstance(extra, dict) else None
     recorded = (
         [[key in data, data.get(key)] for key in ("train_samples", "val_samples")] if isinstance(data, dict) else 0
     )
     shape = [section.get("stages"), section.get("replicas")] if isinstance(section, dict) else 0
-    try:
-        return _KEY_ENCODER.encode([config, recorded, shape, world_size])
-    except (TypeError, ValueError, OverflowError):  # an int beyond 64 bits: worked out every time
-        return None
+    return [config, recorded, shape, world_size]
 
 
 def _step_reasons(where: str, name: str, phase: Mapping[str, Any], shape: _Shape, counts: bool) -> list[str]:
