@@ -30,6 +30,7 @@ from typing import Any
 
 from analysis import allocation, breakdown, colocation
 from analysis.errors import AnalysisError
+from analysis.row_table import RowTable
 from analysis.stats import summarize
 from jobs import schema
 from jobs.layout import CELL_FILE, AttemptPaths, CellPaths, SweepLayout, has_cells, sweep_folders
@@ -510,16 +511,55 @@ def _rank_env_difference(docs: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- many cells
 
 
-def _read_chunk(jobs: list[tuple[str, str]]) -> list[CellRows]:
-    return [read_cell(sweep, cell_dir) for sweep, cell_dir in jobs]
+@dataclass
+class ChunkRows:
+    """What a run of cells yields, as a reader worker hands it back: their tables packed (:mod:`analysis.row_table`),
+    their problems, and each environment and configuration the first time one of them has it."""
+
+    cells: int = 0
+    rows: RowTable = field(default_factory=RowTable)
+    ranks: RowTable = field(default_factory=RowTable)
+    stages: RowTable = field(default_factory=RowTable)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, cell: CellRows) -> None:
+        self.cells += 1
+        self.rows.add(cell.rows)
+        self.ranks.add(cell.ranks)
+        self.stages.add(cell.stages)
+        self.problems += cell.problems
+        if cell.rows and cell.environment is not None:
+            self.environments.setdefault(cell.rows[0]["environment_hash"], cell.environment)
+        if cell.config_key and cell.flat_config is not None:
+            self.configs.setdefault(cell.config_key, cell.flat_config)
+
+    def extend(self, later: ChunkRows) -> None:
+        """``later``'s cells after these (first seen wins, as cell by cell)."""
+        self.cells += later.cells
+        self.rows.extend(later.rows)
+        self.ranks.extend(later.ranks)
+        self.stages.extend(later.stages)
+        self.problems += later.problems
+        for known, more in ((self.environments, later.environments), (self.configs, later.configs)):
+            for key, value in more.items():
+                known.setdefault(key, value)
 
 
-def iter_cells(jobs: list[tuple[str, str]], workers: int | None = None) -> Iterator[tuple[int, list[CellRows]]]:
-    """Read cells, in worker processes when there are many; yields (done count, batch)."""
+def _read_chunk(jobs: list[tuple[str, str]]) -> ChunkRows:
+    chunk = ChunkRows()
+    for sweep, cell_dir in jobs:
+        chunk.add(read_cell(sweep, cell_dir))
+    return chunk
+
+
+def iter_cells(jobs: list[tuple[str, str]], workers: int | None = None) -> Iterator[ChunkRows]:
+    """Read cells, in worker processes when there are many; yields them a run at a time, in order."""
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     if workers <= 1 or len(jobs) < _PARALLEL_MIN_CELLS:
-        for sweep, cell_dir in jobs:
-            yield 1, [read_cell(sweep, cell_dir)]
+        for job in jobs:
+            yield _read_chunk([job])
         return
     size = max(50, len(jobs) // (workers * 8))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
@@ -528,42 +568,28 @@ def iter_cells(jobs: list[tuple[str, str]], workers: int | None = None) -> Itera
         # The tables need pandas once the cells are read; importing it while the workers read hides most of its
         # half second (the main thread only waits for their results meanwhile).
         threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
-        for chunk, result in zip(chunks, results, strict=True):
-            yield len(chunk), result
+        yield from results
 
 
 def load_sweeps(paths: Iterable[str | os.PathLike[str]], progress: bool = True, workers: int | None = None) -> Loaded:
     """Read every cell of every sweep in ``paths`` into DataFrames (see :class:`Loaded`)."""
     sweeps = find_sweeps(paths)
     jobs = [(name, str(d)) for name, root in sweeps.items() for d in SweepLayout(root).cell_folders()]
-    problems: list[dict[str, Any]] = _vanished_cells(sweeps, jobs)
-    rows: list[dict[str, Any]] = []
-    ranks: list[dict[str, Any]] = []
-    stages: list[dict[str, Any]] = []
-    environments: dict[str, dict[str, Any]] = {}
-    configs: dict[str, dict[str, Any]] = {}
+    read = ChunkRows(problems=_vanished_cells(sweeps, jobs))
     with _progress(progress, len(jobs)) as advance:
-        for done, batch in iter_cells(jobs, workers):
-            for cell in batch:
-                rows += cell.rows
-                ranks += cell.ranks
-                stages += cell.stages
-                problems += cell.problems
-                if cell.rows and cell.environment is not None:
-                    environments.setdefault(cell.rows[0]["environment_hash"], cell.environment)
-                if cell.config_key and cell.flat_config is not None:
-                    configs.setdefault(cell.config_key, cell.flat_config)
-            advance(done)
+        for chunk in iter_cells(jobs, workers):
+            read.extend(chunk)
+            advance(chunk.cells)
     import pandas as pd  # after the reading (iter_cells imports it meanwhile)
 
     problem_columns = ["sweep", "cell_id", "attempt", "status", "reason"]
     return Loaded(
-        cells=_with_nullable_ints(pd.DataFrame(rows)),
-        ranks=pd.DataFrame(ranks),
-        stages=pd.DataFrame(stages),
-        problems=pd.DataFrame(problems, columns=problem_columns).astype({"attempt": "Int64"}),
-        environments=environments,
-        configs=configs,
+        cells=_with_nullable_ints(read.rows.frame()),
+        ranks=read.ranks.frame(),
+        stages=read.stages.frame(),
+        problems=pd.DataFrame(read.problems, columns=problem_columns).astype({"attempt": "Int64"}),
+        environments=read.environments,
+        configs=read.configs,
         sweeps={name: str(root) for name, root in sweeps.items()},
     )
 
