@@ -25,24 +25,19 @@ class RowTable:
     _index: dict[tuple[str, ...], int] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            names = tuple(row)
-            shape = self._index.get(names)
-            if shape is None:
-                shape = self._index[names] = len(self.columns)
-                self.columns.append(names)
-            self.rows.append((shape, tuple(row.values())))
+        self.rows += [(self._shape_of(tuple(row)), tuple(row.values())) for row in rows]
 
     def extend(self, other: RowTable) -> None:
         """``other``'s rows after this table's (``other`` may come from another process)."""
-        shapes = []
-        for names in other.columns:
-            shape = self._index.get(names)
-            if shape is None:
-                shape = self._index[names] = len(self.columns)
-                self.columns.append(names)
-            shapes.append(shape)
+        shapes = [self._shape_of(names) for names in other.columns]
         self.rows += [(shapes[shape], values) for shape, values in other.rows]
+
+    def _shape_of(self, names: tuple[str, ...]) -> int:
+        shape = self._index.get(names)
+        if shape is None:
+            shape = self._index[names] = len(self.columns)
+            self.columns.append(names)
+        return shape
 
     def __len__(self) -> int:
         return len(self.rows)
