@@ -76,5 +76,5 @@ def _unpack(source: Path, sink: BinaryIO) -> None:
     import gzip
     import shutil
 
-    with (gzip.open(source, "rb") if source.suffix == ".gz" else open(source, "rb")) as stream:
+    with gzip.open(source, "rb") if source.suffix == ".gz" else open(source, "rb") as stream:
         shutil.copyfileobj(stream, sink)

@@ -147,7 +147,7 @@ def _variable_problems(variables: dict[str, Any]) -> list[str]:
         elif not isinstance(value, str):
             problems.append(
                 f"env.variables.{key}={value!r}: a {type(value).__name__}, not a string; quote it "
-                f"({key}: \"{value}\") so the rank gets exactly that text"
+                f'({key}: "{value}") so the rank gets exactly that text'
             )
         elif _CONTROL.search(value):
             problems.append(f"env.variables.{key}={value!r}: holds a control character (a newline would split "

@@ -32,7 +32,6 @@ class FsdpConfig:
     wrap: str = "block"  # an FsdpWrap
 
 
-
 def _no_gpu_reason(config: dict[str, Any]) -> str | None:
     """Why this cell runs on a CPU whatever it asks (device=cpu, a CPU-only cluster), or None."""
     cluster = config["cluster"]

@@ -38,9 +38,7 @@ def cache_dir() -> Path:
 def cache_key(model: str, input_shape: list[int], microbatch: int, device: str, dtype: str,
               fingerprint: str) -> str:  # fmt: skip
     text = f"{model}|{'x'.join(map(str, input_shape))}|{microbatch}|{device}|{dtype}|{fingerprint}"
-    return f"{model}-b{microbatch}-{device.replace(':', '')}-" + hashlib.sha256(
-        text.encode()
-    ).hexdigest()[:12]
+    return f"{model}-b{microbatch}-{device.replace(':', '')}-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _sync(device: torch.device) -> None:
@@ -146,8 +144,7 @@ def format_profile(profile: Profile) -> str:
     lines = [
         f"{profile.model}: {len(profile.blocks)} blocks, micro-batch {profile.microbatch} × "
         f"{profile.input_shape}, {profile.device}, {profile.dtype}",
-        f"{'#':>3} {'block':<16} {'fwd ms':>8} {'bwd ms':>8} {'out KiB':>9} {'saved KiB':>10} "
-        f"{'params KiB':>11}",
+        f"{'#':>3} {'block':<16} {'fwd ms':>8} {'bwd ms':>8} {'out KiB':>9} {'saved KiB':>10} {'params KiB':>11}",
     ]
     for i, b in enumerate(profile.blocks):
         lines.append(

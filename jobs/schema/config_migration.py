@@ -22,8 +22,14 @@ ADDED_CONFIG_DEFAULTS: dict[str, Any] = {
     "breakdown": True,
     # env=current (conf/structured.py EnvConfig): what every cell before named environments ran in.
     "env": {
-        "name": "current", "python": None, "setup": [], "variables": {},
-        "container": None, "runtime": None, "mounts": [], "lock": None,
+        "name": "current",
+        "python": None,
+        "setup": [],
+        "variables": {},
+        "container": None,
+        "runtime": None,
+        "mounts": [],
+        "lock": None,
     },
 }
 
