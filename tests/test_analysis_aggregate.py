@@ -12,6 +12,7 @@ from analysis.aggregate import aggregate, collect
 from analysis.errors import AnalysisError
 from analysis.load import load_sweeps
 from jobs import schema
+from orchestrator.cell_identity import identity
 
 
 def _row(results, **match):
@@ -265,6 +266,29 @@ def test_a_dump_from_before_a_key_existed_is_the_same_configuration(tmp_path):
     train = results[results["phase"] == "train"]
     assert sorted(train["repeats"]) == [1, 2], "the old and the new dump were not combined"
     assert sorted(train["cfg.cudnn_benchmark"].astype(str)) == ["False", "True"]
+
+
+def test_keys_that_never_identify_a_cell_never_split_a_configurations_repeats(tmp_path):
+    # Three repeats of one ddp configuration: the second rerun with a longer time limit (a scheduling key), the
+    # third with another value in the pipeline's section, which a ddp cell never reads. The orchestrator gives
+    # them the ids of one configuration's repeats; the table must hold them as one row of 3, not as 1 + 1 + 1.
+    base = {"gpus": 2, "repeats": 3, "breakdown": False}
+    configs = [
+        synthetic.config(repeat=0, **base),
+        synthetic.config(repeat=1, **{"cluster.time_limit_min": 240}, **base),
+        synthetic.config(repeat=2, **{"pipeline.bandwidth": "config"}, **base),
+    ]
+    assert configs[0]["cluster"]["time_limit_min"] != 240 and configs[0]["pipeline"]["bandwidth"] != "config"
+    identities = [{k: v for k, v in identity(cfg).items() if k != "repeat"} for cfg in configs]
+    assert identities[0] == identities[1] == identities[2]  # what the orchestrator holds them to
+    # A knob the ddp cell does read (its learning rate) is another configuration, as always.
+    other = synthetic.config(repeat=0, lr=0.5, **base)
+    for cfg in (*configs, other):
+        synthetic.write_cell(tmp_path, cfg, step_times=[[0.5] * 4] * 2)
+    results = collect([tmp_path], progress=False).results
+    train = results[results["phase"] == "train"]
+    assert sorted(train["repeats"]) == [1, 3], train[["config_key", "repeats"]]
+    assert len(_row(train, repeats=3)["cells"].split(";")) == 3
 
 
 def test_a_dump_from_before_numerics_were_recorded_compares_by_pytorchs_defaults(tmp_path):
