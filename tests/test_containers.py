@@ -173,7 +173,11 @@ def test_runtime_missing_on_the_node_is_named(tmp_path: Path) -> None:
 
 
 def test_directory_image_lacking_what_ch_run_binds_is_named(tmp_path: Path) -> None:
-    found = shutil.which  # any executable stands in for ch-run: only the image is checked here
+    # A stand-in for ch-run, found on every machine: only the image is checked here. (shutil.which found
+    # nothing where charliecloud is not installed, and the test failed there instead of checking the image.)
+    def found(name: str) -> str:
+        return f"/usr/bin/{name}"
+
     ready = _directory_image(tmp_path / "ready", ["/work/main", "/data"])
     assert container_launch_problems("charliecloud", str(ready), ["/work/main", "/scratch:/data"], which=found) == []
     bare = _directory_image(tmp_path / "bare", ["/work/main"], files=())
