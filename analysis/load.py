@@ -15,7 +15,6 @@ are found through :mod:`jobs.layout`, as the orchestrator finds them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -36,7 +35,7 @@ from jobs import schema
 from jobs.layout import CELL_FILE, AttemptPaths, CellPaths, SweepLayout, has_cells, sweep_folders
 from jobs.schema.memo import ExactMemo
 from jobs.throughput import global_throughput
-from orchestrator.cell_identity import identity
+from orchestrator.cell_identity import digest, identity
 
 # The keys that make two environments comparable; jobs.environment owns the list.
 COMPARABLE_KEYS = schema.COMPARABLE_KEYS
@@ -205,9 +204,7 @@ def config_key(config: dict[str, Any]) -> str:
     """Identifies a configuration: what identifies its cells (:func:`orchestrator.cell_identity.identity`) minus
     ``repeat``, which its repeats differ in. Keys that never identify a cell (time limits, queues, scratch folder,
     other frameworks' knob sections) never split a configuration's repeats into two rows either."""
-    measured = {k: v for k, v in identity(config).items() if k != "repeat"}
-    text = json.dumps(measured, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return digest({k: v for k, v in identity(config).items() if k != "repeat"})
 
 
 def _configuration_of(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -76,7 +76,13 @@ def cell_id(config: dict[str, Any]) -> str:
     Keys added later (``jobs.schema.ADDED_CONFIG_DEFAULTS``) are left out while at their default,
     so rerunning an existing sweep finds its cells, and their results, under the same ids.
     """
-    text = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
+    return digest(identity(config))
+
+
+def digest(identified: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of ``identified``'s sorted, compact JSON text: a cell's id (of its
+    :func:`identity`) and, of the identity less ``repeat``, its configuration's key (``analysis.load``)."""
+    text = json.dumps(identified, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

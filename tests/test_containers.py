@@ -165,33 +165,41 @@ def _directory_image(root: Path, mount_points: list[str], files: tuple[str, ...]
     return root
 
 
+# Stand-ins for the node's executable finder (shutil.which): only the runtime's own checks run against them, the
+# same on every machine whatever it has installed.
+def finds_every(name: str) -> str:
+    return f"/usr/bin/{name}"
+
+
+def finds_none(_name: str) -> None:
+    return None
+
+
 def test_runtime_missing_on_the_node_is_named(tmp_path: Path) -> None:
     image = _directory_image(tmp_path / "img", ["/work"])
     for runtime, executable in (("charliecloud", "ch-run"), ("apptainer", "apptainer")):
-        (problem,) = container_launch_problems(runtime, str(image), ["/work"], which=lambda _name: None)
+        (problem,) = container_launch_problems(runtime, str(image), ["/work"], which=finds_none)
         assert f"container runtime {runtime}: {executable} not found on this node" in problem
 
 
 def test_directory_image_lacking_what_ch_run_binds_is_named(tmp_path: Path) -> None:
-    # A stand-in for ch-run, found on every machine: only the image is checked here. (shutil.which found
-    # nothing where charliecloud is not installed, and the test failed there instead of checking the image.)
-    def found(name: str) -> str:
-        return f"/usr/bin/{name}"
-
+    # ch-run found on every machine: only the image is checked here. (shutil.which found nothing where
+    # charliecloud is not installed, and the test failed there instead of checking the image.)
+    binds = ["/work/main", "/scratch:/data"]
     ready = _directory_image(tmp_path / "ready", ["/work/main", "/data"])
-    assert container_launch_problems("charliecloud", str(ready), ["/work/main", "/scratch:/data"], which=found) == []
+    assert container_launch_problems("charliecloud", str(ready), binds, which=finds_every) == []
     bare = _directory_image(tmp_path / "bare", ["/work/main"], files=())
-    problems = container_launch_problems("charliecloud", str(bare), ["/work/main", "/scratch:/data"], which=found)
+    problems = container_launch_problems("charliecloud", str(bare), binds, which=finds_every)
     assert any("has no folder /data to bind /scratch on" in p and "--mount-point /data" in p for p in problems)
     assert any("has no /etc/hosts" in p for p in problems), problems
     assert any("has no /etc/resolv.conf" in p for p in problems), problems
 
 
 def test_image_path_missing_on_the_node_is_named(tmp_path: Path) -> None:
-    (problem,) = container_launch_problems("apptainer", str(tmp_path / "no.sif"), [], which=lambda name: "/bin/" + name)
+    (problem,) = container_launch_problems("apptainer", str(tmp_path / "no.sif"), [], which=finds_every)
     assert "no such file or folder on this node" in problem
     # A registry reference or a name in the runtime's own storage is the runtime's to find.
-    assert container_launch_problems("apptainer", "docker://python:3.11", [], which=lambda name: "/bin/" + name) == []
+    assert container_launch_problems("apptainer", "docker://python:3.11", [], which=finds_every) == []
 
 
 def _run_one_cell(overrides: list[str], folder: Path) -> dict:
