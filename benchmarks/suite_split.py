@@ -64,18 +64,16 @@ def main() -> int:
         raise SystemExit(f"{args.report}: no durations (run pytest with --durations=0)")
     baseline = collected_at(args.baseline)
     functions = {node.split("[")[0] for node in baseline}
-    existing, added = [0, 0.0], [0, 0.0]
+    existing = {node: s for node, s in durations.items() if node in baseline or node.split("[")[0] in functions}
+    added = {node: s for node, s in durations.items() if node not in existing}
     added_by_file: dict[str, float] = defaultdict(float)
-    for node, seconds in durations.items():
-        side = existing if node in baseline or node.split("[")[0] in functions else added
-        side[0] += 1
-        side[1] += seconds
-        if side is added:
-            added_by_file[node.split("::")[0]] += seconds
+    for node, seconds in added.items():
+        added_by_file[node.split("::")[0]] += seconds
     print(f"{len(baseline)} tests collected at {args.baseline}; {len(durations)} tests reported, "
           f"{sum(durations.values()):.0f} s")  # fmt: skip
-    print(f"existing at {args.baseline}: {existing[0]} tests, {existing[1]:.0f} s ({existing[1] / 60:.1f} min)")
-    print(f"added since: {added[0]} tests, {added[1]:.0f} s ({added[1] / 60:.1f} min)")
+    for side, tests in ((f"existing at {args.baseline}", existing), ("added since", added)):
+        total = sum(tests.values())
+        print(f"{side}: {len(tests)} tests, {total:.0f} s ({total / 60:.1f} min)")
     for name, seconds in sorted(added_by_file.items(), key=lambda item: -item[1]):
         print(f"  {seconds:6.0f} s  {name}")
     return 0
